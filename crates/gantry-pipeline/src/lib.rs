@@ -1,0 +1,56 @@
+//! `.gantry.yml`: parsing, validation and the pipeline model.
+//!
+//! This crate does no IO and never touches tokio: [`parse`] turns the text of
+//! a pipeline file into a [`Pipeline`] or into [`Diagnostics`] listing every
+//! problem with its line and column; [`Triggers::matches`] and
+//! [`When::matches`] decide what runs; [`resolve_stage`] builds a stage's
+//! environment and [`render_script`] its shell script.
+//!
+//! # Why the YAML is read from `yaml-rust2` events
+//!
+//! Every diagnostic points at the key or value at fault, so the parser must
+//! know where *every* node came from, not only where a syntax error is.
+//!
+//! - `yaml_serde` (serde_yaml's successor) locates only its own errors, and
+//!   through serde it stops at the first one; it cannot say where a valid
+//!   but wrong value such as `retry: 11` is.
+//! - `marked-yaml` keeps a start mark on every node, but its mappings are
+//!   hash maps: a duplicate key either fails the whole parse (so only the
+//!   first is reported, and nothing else) or silently keeps the last value
+//!   under the first key's position. It also rejects anchors and aliases.
+//! - `yaml-rust2`, the parser under `marked-yaml`, emits events with marks.
+//!   `yaml.rs` builds a small tree from them whose mappings keep
+//!   every entry in order, so each duplicate key is reported, aliases are
+//!   resolved, and scalars remember whether they were quoted (`"true"` is a
+//!   string, `true` a boolean; `1.10` stays `1.10`, numbers are kept as
+//!   written).
+//!
+//! The validator (`parse.rs`) then walks that tree by hand, building the model
+//! and the diagnostics together. Each reader returns its best guess even for
+//! a wrong value, so one mistake does not hide the next.
+//!
+//! A pipeline file comes from a pushed commit, so parsing must survive hostile
+//! input: `yaml-rust2` nests block collections recursively, so lines indented
+//! past 120 columns are refused before parsing (a few thousand levels of
+//! `- - - ...` would overflow the stack and abort the process); flow nesting
+//! is capped at 255 by its scanner; aliases may copy at most 10,000 nodes in
+//! all ("billion laughs"). The size of the file is the caller's to limit.
+
+mod diagnostic;
+mod interpolate;
+mod model;
+mod parse;
+mod script;
+mod suggest;
+mod units;
+mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use interpolate::{ResolvedService, ResolvedStage, interpolate, resolve_stage};
+pub use model::{
+    Event, Patterns, Pipeline, PullPolicy, RunContext, Service, Stage, StageKind, Trigger,
+    Triggers, When,
+};
+pub use parse::parse;
+pub use script::render_script;
+pub use units::{parse_duration, parse_size};

@@ -1,0 +1,12 @@
+//! Test-only helpers shared by Gantry's integration tests: real things to test against where the
+//! real thing can run here (git repositories, a smart-HTTP git server).
+//!
+//! Everything here panics with a clear message instead of returning errors: a fixture that cannot
+//! be set up is a broken test, not a condition to handle. Nothing here knows Gantry's business
+//! logic.
+
+pub mod git;
+pub mod git_http;
+
+pub use git::FixtureRepo;
+pub use git_http::{GitHttpServer, RequestRecord};

@@ -142,8 +142,12 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
     };
     match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Errors(vec![format!("{}: cannot read the configuration: {e}", path.display())]))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Errors(vec![format!(
+                    "{}: cannot read the configuration: {e}",
+                    path.display()
+                )])
+            })?;
             parse(&path.display().to_string(), &text, env)
         }
         None => Config::empty(env),
@@ -151,7 +155,11 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
 }
 
 /// Parses a configuration file's text.
-pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Errors> {
+pub fn parse(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Errors> {
     let locate = |span: Range<usize>| {
         let (line, column) = line_column(text, span.start);
         format!("{file}:{line}:{column}")
@@ -184,10 +192,17 @@ pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     let data_dir = env("GANTRY_DATA_DIR")
         .or_else(|| s.data_dir.as_ref().map(|v| expand(v, "server.data_dir")))
         .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
-    let database_url =
-        env("GANTRY_DATABASE_URL").or_else(|| s.database_url.as_ref().map(|v| expand(v, "server.database_url")));
+    let database_url = env("GANTRY_DATABASE_URL").or_else(|| {
+        s.database_url
+            .as_ref()
+            .map(|v| expand(v, "server.database_url"))
+    });
     let admin_token = env("GANTRY_ADMIN_TOKEN")
-        .or_else(|| s.admin_token.as_ref().map(|v| expand(v, "server.admin_token")))
+        .or_else(|| {
+            s.admin_token
+                .as_ref()
+                .map(|v| expand(v, "server.admin_token"))
+        })
         .filter(|t| !t.is_empty())
         .map(Secret);
 
@@ -217,9 +232,20 @@ pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
             name: p.name.get_ref().clone(),
             clone_url: expand(&p.clone_url, "clone_url"),
             webhook_secret: Secret(expand(&p.webhook_secret, "webhook_secret")),
-            git_token: p.git_token.as_ref().map(|v| Secret(expand(v, "git_token"))).filter(|s| !s.0.is_empty()),
-            ssh_key: p.ssh_key.as_ref().map(|v| PathBuf::from(expand(v, "ssh_key"))),
-            pipeline: p.pipeline.as_ref().map(|v| expand(v, "pipeline")).unwrap_or_else(|| DEFAULT_PIPELINE.into()),
+            git_token: p
+                .git_token
+                .as_ref()
+                .map(|v| Secret(expand(v, "git_token")))
+                .filter(|s| !s.0.is_empty()),
+            ssh_key: p
+                .ssh_key
+                .as_ref()
+                .map(|v| PathBuf::from(expand(v, "ssh_key"))),
+            pipeline: p
+                .pipeline
+                .as_ref()
+                .map(|v| expand(v, "pipeline"))
+                .unwrap_or_else(|| DEFAULT_PIPELINE.into()),
             secrets,
         });
     }
@@ -228,17 +254,31 @@ pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     let listen = match listen_text.parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            let at = s.listen.as_ref().map(|v| locate(v.span())).unwrap_or_else(|| "GANTRY_LISTEN".into());
-            errors.push(format!("{at}: listen address '{listen_text}' is not HOST:PORT (e.g. 127.0.0.1:8080)"));
+            let at = s
+                .listen
+                .as_ref()
+                .map(|v| locate(v.span()))
+                .unwrap_or_else(|| "GANTRY_LISTEN".into());
+            errors.push(format!(
+                "{at}: listen address '{listen_text}' is not HOST:PORT (e.g. 127.0.0.1:8080)"
+            ));
             None
         }
     };
-    let count = |value: &Option<Spanned<i64>>, default: usize, min: i64, what: &str, errors: &mut Vec<String>| {
+    let count = |value: &Option<Spanned<i64>>,
+                 default: usize,
+                 min: i64,
+                 what: &str,
+                 errors: &mut Vec<String>| {
         match value {
             None => default,
             Some(v) if *v.get_ref() >= min => *v.get_ref() as usize,
             Some(v) => {
-                errors.push(format!("{}: {what} must be at least {min}, not {}", locate(v.span()), v.get_ref()));
+                errors.push(format!(
+                    "{}: {what} must be at least {min}, not {}",
+                    locate(v.span()),
+                    v.get_ref()
+                ));
                 default
             }
         }
@@ -255,13 +295,22 @@ pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
             ));
         }
         if raw.project[..i].iter().any(|q| q.name.get_ref() == name) {
-            errors.push(format!("{}: project '{name}' is configured twice", locate(p.name.span())));
+            errors.push(format!(
+                "{}: project '{name}' is configured twice",
+                locate(p.name.span())
+            ));
         }
         if p.clone_url.get_ref().trim().is_empty() {
-            errors.push(format!("{}: clone_url of project '{name}' is empty", locate(p.clone_url.span())));
+            errors.push(format!(
+                "{}: clone_url of project '{name}' is empty",
+                locate(p.clone_url.span())
+            ));
         }
         if p.webhook_secret.get_ref().is_empty() {
-            errors.push(format!("{}: webhook_secret of project '{name}' is empty", locate(p.webhook_secret.span())));
+            errors.push(format!(
+                "{}: webhook_secret of project '{name}' is empty",
+                locate(p.webhook_secret.span())
+            ));
         }
     }
 
@@ -311,7 +360,12 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -371,8 +425,14 @@ PYPI_TOKEN = "pypi-${TOKEN}"
         assert_eq!(p.webhook_secret.expose(), "s3cr3t");
         assert_eq!(p.git_token.as_ref().map(Secret::expose), Some("tok"));
         assert_eq!(p.pipeline, "ci/.gantry.yml");
-        assert_eq!(p.secrets, vec![("PYPI_TOKEN".to_string(), Secret::new("pypi-tok"))]);
-        assert!(!format!("{c:?}").contains("s3cr3t"), "secrets never reach Debug output");
+        assert_eq!(
+            p.secrets,
+            vec![("PYPI_TOKEN".to_string(), Secret::new("pypi-tok"))]
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cr3t"),
+            "secrets never reach Debug output"
+        );
     }
 
     #[test]
@@ -393,7 +453,9 @@ PYPI_TOKEN = "pypi-${TOKEN}"
     fn unknown_keys_are_located() {
         check_err(
             "[server]\nlisten = \"127.0.0.1:8080\"\nmax_paralel_runs = 3\n",
-            expect![[r#"gantry.toml:3:1: unknown field `max_paralel_runs`, expected one of `listen`, `data_dir`, `database_url`, `max_parallel_runs`, `keep_workspaces`, `admin_token`"#]],
+            expect![[
+                r#"gantry.toml:3:1: unknown field `max_paralel_runs`, expected one of `listen`, `data_dir`, `database_url`, `max_parallel_runs`, `keep_workspaces`, `admin_token`"#
+            ]],
         );
     }
 
@@ -419,8 +481,14 @@ webhook_secret = "${MISSING}"
 
     #[test]
     fn syntax_and_type_errors_are_located() {
-        check_err("[server\n", expect![[r#"gantry.toml:1:8: unclosed table, expected `]`"#]]);
-        check_err("[server]\nmax_parallel_runs = \"four\"\n", expect![[r#"gantry.toml:2:21: invalid type: string "four", expected i64"#]]);
+        check_err(
+            "[server\n",
+            expect![[r#"gantry.toml:1:8: unclosed table, expected `]`"#]],
+        );
+        check_err(
+            "[server]\nmax_parallel_runs = \"four\"\n",
+            expect![[r#"gantry.toml:2:21: invalid type: string "four", expected i64"#]],
+        );
         check_err(
             "[[project]]\nname = \"a/b\"\nclone_url = \"x\"\n",
             expect![[r#"gantry.toml:1:1: missing field `webhook_secret`"#]],
@@ -437,7 +505,10 @@ webhook_secret = "${MISSING}"
 
     #[test]
     fn expansion() {
-        assert_eq!(expand_env("a${TOKEN}b$${TOKEN}$x", &env), Ok("atokb${TOKEN}$x".to_string()));
+        assert_eq!(
+            expand_env("a${TOKEN}b$${TOKEN}$x", &env),
+            Ok("atokb${TOKEN}$x".to_string())
+        );
         assert_eq!(expand_env("${NOPE}", &env), Err("NOPE".to_string()));
     }
 }

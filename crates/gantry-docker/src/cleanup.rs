@@ -19,7 +19,7 @@ impl Docker {
     /// Force-removes every container, network and volume labelled with `run_id`.
     /// Removing what is already gone is not an error.
     pub async fn remove_run(&self, run_id: &str) -> Result<()> {
-        self.forget_pending_archive(&volume_name(run_id));
+        self.forget_pending_fill(&volume_name(run_id));
         let filters = label_filter(LABEL_RUN, run_id);
         let containers = self
             .client

@@ -160,7 +160,7 @@ impl Docker {
     }
 }
 
-fn is_no_such_image(err: &bollard::errors::Error) -> bool {
+pub(crate) fn is_no_such_image(err: &bollard::errors::Error) -> bool {
     is_not_found(err) && cause_of(err).contains("No such image")
 }
 

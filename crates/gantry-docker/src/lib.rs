@@ -12,19 +12,26 @@
 //! Gantry may itself run in a container with the Docker socket mounted, where its paths mean
 //! nothing to the engine, so stages never bind-mount host paths. Instead, each run gets a named
 //! volume (`gantry-<run>-workspace`, labelled with the run) that every stage mounts at
-//! `/workspace`. Files get into it through the engine's archive API, which can write into a
-//! created-but-not-started container, volumes included, without any image, shell or registry.
+//! `/workspace`. Files get into it through the engine's archive API (`PUT
+//! /containers/{id}/archive`), which writes into a created-but-never-started container, volumes
+//! included, with no shell, no running process and no registry involved.
 //!
-//! The container used for that is the run's first stage container itself:
-//! [`Docker::create_workspace`] creates the volume and keeps the tar of the working tree in
-//! memory; the first `run_stage` of the run creates its container, `PUT`s the tar into its
-//! `/workspace`, and only then starts it. A helper container would cost a create and a remove
-//! per run (about a third of a `docker run` here) for nothing. Stages arriving while the
-//! archive is being unpacked wait for it; a failed upload is kept for the next attempt; the
-//! pending archives live in a process-wide table, so any connection to the same engine finds
-//! them, and [`Docker::remove_run`] drops a run's archive if no stage ever took it.
+//! That container is a *helper* of the image `gantry/workspace:1`: a one-file root file system
+//! this crate imports (`POST /images/create?fromSrc=-`) the first time the engine reports it
+//! missing. It mounts the volume with `nocopy` (so an image's own `/workspace` content never
+//! leaks in) and is removed with the stage that used it.
 //!
-//! Mounts use `nocopy`, so an image's own `/workspace` content never leaks into the volume.
+//! Unpacking costs about a fifth of a `docker run` (the engine re-executes itself to untar in a
+//! chroot), so it is kept off the critical path: [`Docker::create_workspace`] only creates the
+//! volume and keeps the tar in memory; the run's first stage unpacks it through the helper *while*
+//! its own container is created and started, and holds its script back until then. A held-back
+//! stage runs `sh -c 'read -r gate || :; exec sh -e -c "$1"' sh <script>` with standard input
+//! open; closing that input once the files are in lets the script run, in the same process.
+//! Other stages get `sh -e -c <script>` directly. A stage that arrives while unpacking is under
+//! way waits for it; a failed unpacking is retried by the next stage. The pending archives live
+//! in a process-wide table keyed by endpoint and volume, so any connection to the same engine
+//! finds them, and [`Docker::remove_run`] drops the archive of a run no stage ever ran for.
+//!
 //! [`tar_directory`] records files as owned by root, as `docker cp` does.
 //!
 //! # Stages
@@ -32,8 +39,10 @@
 //! [`Docker::run_stage`] creates the container (`sh -e -c <script>`, no TTY, working directory
 //! `/workspace`), attaches to its stdout and stderr *before* starting it, so no output is lost
 //! and every chunk is forwarded as it arrives with the stream it came from; then it starts the
-//! container and waits for the exit, a timeout or cancellation. All output is delivered before
-//! `run_stage` returns, and the stage and service containers are removed on every path.
+//! container and waits for the exit, a timeout (counted from the start) or cancellation. All
+//! output is delivered before `run_stage` returns, and the stage and service containers are
+//! removed on every path. The work runs in a task of its own, so even a dropped `run_stage`
+//! future still kills and removes its containers. Callers must drain `output` concurrently.
 //!
 //! Images are used optimistically: the container is created straight away, and only when the
 //! engine answers "No such image" does the pull policy decide between pulling and
@@ -49,7 +58,8 @@
 //! # Cleaning up crashed runs
 //!
 //! Everything this crate creates carries the labels `gantry.run`, `gantry.owner` and
-//! `gantry.pid` (plus `gantry.stage`, `gantry.attempt`, `gantry.role` on containers).
+//! `gantry.pid`; containers also `gantry.role` (`stage`, `service` or `workspace`), and stage
+//! and service containers `gantry.stage` and `gantry.attempt`.
 //! [`Docker::leftovers`] lists the runs an owner left behind and [`Docker::remove_run`] removes
 //! one run's containers, networks and volumes; deciding which runs are dead is the caller's job.
 
@@ -64,6 +74,8 @@ use std::time::Duration;
 
 pub use stage::{Output, ServiceSpec, StageSpec, Stream, Termination};
 pub use workspace::{Workspace, tar_directory};
+
+use image::is_no_such_image;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -13,6 +13,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use futures_util::future::join_all;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -147,51 +148,42 @@ impl Docker {
             Some(network)
         };
 
-        let name = object_name(&[
-            "gantry",
-            &spec.run.run_id,
-            &spec.stage,
-            &spec.attempt.to_string(),
-        ]);
-        let body = stage_container(spec, network.as_deref());
-        let Some(id) = self
-            .create_container(Some(&name), body, spec.pull, output, cancel)
-            .await?
+        // If the workspace still waits for its working tree, it is unpacked while the stage
+        // container starts, and the script is held back until it is there.
+        let fill = self.pending_fill(&spec.workspace);
+        let gated = fill.is_some();
+        let filling = async {
+            match &fill {
+                Some(fill) => self.fill_workspace(&spec.run, &spec.workspace, fill).await,
+                None => Ok(None),
+            }
+        };
+        let starting =
+            self.start_stage(spec, network.as_deref(), gated, output, cancel, containers);
+        let (filled, started) = tokio::join!(filling, starting);
+        if let Ok(Some(helper)) = &filled {
+            containers.ids.push(helper.clone());
+        }
+        let Some(Started {
+            id,
+            forwarder,
+            gate,
+        }) = started?
         else {
             return Ok(Termination::Cancelled);
         };
-        containers.ids.push(id.clone());
-        self.fill_workspace(&spec.workspace, &id).await?;
+        filled?;
         if cancel.is_cancelled() {
+            self.kill(&id).await;
             return Ok(Termination::Cancelled);
         }
-
-        // Attach before starting, so not a byte of output is missed.
-        let attach_options = AttachContainerOptionsBuilder::new()
-            .stream(true)
-            .stdout(true)
-            .stderr(true)
-            .build();
-        let attached = self
-            .client
-            .attach_container(&id, Some(attach_options))
-            .await
-            .map_err(|err| {
-                self.error(
-                    format_args!("could not attach to stage '{}'", spec.stage),
-                    err,
-                )
+        if let Some(mut gate) = gate {
+            // End of input lets the script run.
+            gate.shutdown().await.map_err(|err| {
+                Error::Api(format!("could not let stage '{}' begin: {err}", spec.stage))
             })?;
-        let forwarder = tokio::spawn(forward(attached.output, output.clone()));
-        let forwarder = AbortOnDrop(Some(forwarder));
-
-        self.client
-            .start_container(&id, None)
-            .await
-            .map_err(|err| {
-                self.error(format_args!("could not start stage '{}'", spec.stage), err)
-            })?;
-        tracing::debug!(container = %id, "stage started");
+        }
+        tracing::debug!(container = %id, "stage running");
 
         let mut wait = self.client.wait_container(&id, None);
         let deadline = async {
@@ -268,6 +260,64 @@ impl Docker {
             }
         }
         Ok(Termination::Exited(code))
+    }
+
+    /// Creates, attaches to and starts the stage container. `None`: cancelled during a pull.
+    async fn start_stage(
+        &self,
+        spec: &StageSpec,
+        network: Option<&str>,
+        gated: bool,
+        output: &mpsc::Sender<Output>,
+        cancel: &CancellationToken,
+        containers: &mut Containers,
+    ) -> Result<Option<Started>> {
+        let name = object_name(&[
+            "gantry",
+            &spec.run.run_id,
+            &spec.stage,
+            &spec.attempt.to_string(),
+        ]);
+        let body = stage_container(spec, network, gated);
+        let Some(id) = self
+            .create_container(Some(&name), body, spec.pull, output, cancel)
+            .await?
+        else {
+            return Ok(None);
+        };
+        containers.ids.push(id.clone());
+
+        // Attach before starting, so not a byte of output is missed.
+        let attach_options = AttachContainerOptionsBuilder::new()
+            .stream(true)
+            .stdin(gated)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let attached = self
+            .client
+            .attach_container(&id, Some(attach_options))
+            .await
+            .map_err(|err| {
+                self.error(
+                    format_args!("could not attach to stage '{}'", spec.stage),
+                    err,
+                )
+            })?;
+        let forwarder = tokio::spawn(forward(attached.output, output.clone()));
+        let forwarder = AbortOnDrop(Some(forwarder));
+
+        self.client
+            .start_container(&id, None)
+            .await
+            .map_err(|err| {
+                self.error(format_args!("could not start stage '{}'", spec.stage), err)
+            })?;
+        Ok(Some(Started {
+            id,
+            forwarder,
+            gate: gated.then_some(attached.input),
+        }))
     }
 
     /// Finds or creates the run's network. The engine allows two networks with one name, so
@@ -375,6 +425,14 @@ impl Docker {
     }
 }
 
+/// A started stage container.
+struct Started {
+    id: String,
+    forwarder: AbortOnDrop,
+    /// The script's standard input while it waits for the workspace; closing it lets it run.
+    gate: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+}
+
 enum Ending {
     Exited(Option<Result<bollard::models::ContainerWaitResponse, bollard::errors::Error>>),
     TimedOut,
@@ -389,7 +447,11 @@ fn stage_labels(spec: &StageSpec, role: &str) -> HashMap<String, String> {
     labels
 }
 
-fn stage_container(spec: &StageSpec, network: Option<&str>) -> ContainerCreateBody {
+/// Holds the script back until its standard input ends, then runs it as `sh -e -c <script>`
+/// in the same process.
+const GATE: &str = r#"read -r gate || :; exec sh -e -c "$1""#;
+
+fn stage_container(spec: &StageSpec, network: Option<&str>, gated: bool) -> ContainerCreateBody {
     // The memory limit covers swap too; otherwise the kernel swaps instead of OOM-killing.
     let memory = spec
         .memory_bytes
@@ -397,12 +459,25 @@ fn stage_container(spec: &StageSpec, network: Option<&str>) -> ContainerCreateBo
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         // The script replaces the image's entrypoint and command: a stage runs its script.
-        entrypoint: Some(vec![
-            "sh".to_owned(),
-            "-e".to_owned(),
-            "-c".to_owned(),
-            spec.script.clone(),
-        ]),
+        entrypoint: Some(if gated {
+            vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                GATE.to_owned(),
+                "sh".to_owned(),
+                spec.script.clone(),
+            ]
+        } else {
+            vec![
+                "sh".to_owned(),
+                "-e".to_owned(),
+                "-c".to_owned(),
+                spec.script.clone(),
+            ]
+        }),
+        open_stdin: Some(gated),
+        stdin_once: Some(gated),
+        attach_stdin: Some(gated),
         cmd: Some(Vec::new()),
         env: Some(env_list(&spec.env)),
         working_dir: Some(WORKSPACE_PATH.to_owned()),

@@ -1,5 +1,5 @@
-//! The run's workspace: a named volume, filled from a tar of the working tree by the run's
-//! first stage container before it starts.
+//! The run's workspace: a named volume, filled from a tar of the working tree through a
+//! never-started helper container while the run's first stage container starts.
 
 use std::collections::HashMap;
 use std::fs;
@@ -7,14 +7,28 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bollard::models::{Mount, MountType, MountVolumeOptions, VolumeCreateRequest};
-use bollard::query_parameters::UploadToContainerOptionsBuilder;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
 use bytes::Bytes;
+use futures_util::StreamExt;
 
-use crate::{Docker, Result, RunLabels, run_labels, volume_name};
+use crate::{
+    Docker, Error, LABEL_ROLE, Result, RunLabels, is_no_such_image, run_labels, volume_name,
+};
 
 /// Where the workspace is mounted in every stage; also the stage's working directory.
 pub(crate) const WORKSPACE_PATH: &str = "/workspace";
+
+/// The image of the helper containers the archive is unpacked through. Bump the tag when its
+/// content changes.
+const HELPER_IMAGE: &str = "gantry/workspace:1";
+const HELPER_FILE: &str = ".gantry-workspace";
+const HELPER_TEXT: &[u8] =
+    b"Gantry unpacks working trees into workspace volumes through never-started containers of this image.\n";
 
 /// A run's workspace volume, shared by all its stages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,19 +36,23 @@ pub struct Workspace {
     pub volume: String,
 }
 
-/// A working tree waiting for the first stage of its run; `None` once it is in the volume.
-type PendingArchive = Arc<tokio::sync::Mutex<Option<Bytes>>>;
+/// A working tree waiting to be unpacked into its workspace by the run's first stage.
+pub(crate) struct PendingFill {
+    archive: Bytes,
+    /// Held while unpacking, so stages that arrive meanwhile wait; true once done.
+    done: tokio::sync::Mutex<bool>,
+}
 
-/// Pending archives by (endpoint, volume). Process-wide rather than per [`Docker`], so that a
+/// Pending fills by (endpoint, volume). Process-wide rather than per [`Docker`], so that a
 /// stage finds its run's archive even through another connection to the same engine.
-fn pending() -> &'static Mutex<HashMap<(String, String), PendingArchive>> {
-    static PENDING: OnceLock<Mutex<HashMap<(String, String), PendingArchive>>> = OnceLock::new();
+fn pending() -> &'static Mutex<HashMap<(String, String), Arc<PendingFill>>> {
+    static PENDING: OnceLock<Mutex<HashMap<(String, String), Arc<PendingFill>>>> = OnceLock::new();
     PENDING.get_or_init(Mutex::default)
 }
 
 impl Docker {
-    /// Creates the run's workspace volume; `archive` (see [`tar_directory`]) is unpacked into
-    /// it by the first stage that runs, before that stage starts.
+    /// Creates the run's workspace volume. `archive` (see [`tar_directory`]) is unpacked into
+    /// it while the run's first stage container starts; the script waits for it.
     pub async fn create_workspace(&self, run: &RunLabels, archive: Vec<u8>) -> Result<Workspace> {
         let volume = volume_name(&run.run_id);
         let request = VolumeCreateRequest {
@@ -47,9 +65,12 @@ impl Docker {
             .await
             .map_err(|err| self.error(format_args!("could not create volume {volume}"), err))?;
         if !archive.is_empty() {
-            let archive = Arc::new(tokio::sync::Mutex::new(Some(Bytes::from(archive))));
+            let fill = Arc::new(PendingFill {
+                archive: Bytes::from(archive),
+                done: tokio::sync::Mutex::new(false),
+            });
             if let Ok(mut pending) = pending().lock() {
-                pending.insert(self.pending_key(&volume), archive);
+                pending.insert(self.pending_key(&volume), fill);
             }
         }
         Ok(Workspace { volume })
@@ -59,44 +80,116 @@ impl Docker {
         (self.endpoint.to_string(), volume.to_owned())
     }
 
-    /// Unpacks the workspace's pending archive into it through `container`, a created but not
-    /// yet started container that mounts the workspace. Stages that come while this runs wait
-    /// for it, so none starts on a half-filled workspace.
-    pub(crate) async fn fill_workspace(
-        &self,
-        workspace: &Workspace,
-        container: &str,
-    ) -> Result<()> {
+    /// The workspace's unpacking, if it has not happened yet.
+    pub(crate) fn pending_fill(&self, workspace: &Workspace) -> Option<Arc<PendingFill>> {
         let key = self.pending_key(&workspace.volume);
-        let Some(archive) = pending()
-            .lock()
-            .ok()
-            .and_then(|pending| pending.get(&key).cloned())
-        else {
-            return Ok(());
-        };
-        let mut archive = archive.lock().await;
-        let Some(bytes) = archive.clone() else {
-            return Ok(());
-        };
-        let options = UploadToContainerOptionsBuilder::new()
-            .path(WORKSPACE_PATH)
-            .build();
-        self.client
-            .upload_to_container(container, Some(options), bollard::body_full(bytes))
-            .await
-            .map_err(|err| self.error("could not copy the working tree into the workspace", err))?;
-        *archive = None;
-        self.forget_pending_archive(&workspace.volume);
-        Ok(())
+        pending().lock().ok()?.get(&key).cloned()
     }
 
     /// Drops the archive of a workspace no stage will fill any more.
-    pub(crate) fn forget_pending_archive(&self, volume: &str) {
+    pub(crate) fn forget_pending_fill(&self, volume: &str) {
         if let Ok(mut pending) = pending().lock() {
             pending.remove(&self.pending_key(volume));
         }
     }
+
+    /// Unpacks the archive into the workspace unless that has happened meanwhile. Returns the
+    /// helper container, which the caller removes once convenient; on failure it is removed
+    /// here and the archive stays pending for the next attempt.
+    pub(crate) async fn fill_workspace(
+        &self,
+        run: &RunLabels,
+        workspace: &Workspace,
+        fill: &PendingFill,
+    ) -> Result<Option<String>> {
+        let mut done = fill.done.lock().await;
+        if *done {
+            return Ok(None);
+        }
+        let helper = self.create_helper_container(run, &workspace.volume).await?;
+        let options = UploadToContainerOptionsBuilder::new()
+            .path(WORKSPACE_PATH)
+            .build();
+        let uploaded = self
+            .client
+            .upload_to_container(
+                &helper,
+                Some(options),
+                bollard::body_full(fill.archive.clone()),
+            )
+            .await;
+        if let Err(err) = uploaded {
+            let options = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = self.client.remove_container(&helper, Some(options)).await;
+            return Err(self.error("could not copy the working tree into the workspace", err));
+        }
+        *done = true;
+        self.forget_pending_fill(&workspace.volume);
+        Ok(Some(helper))
+    }
+
+    /// Creates a never-started container of the helper image that mounts the workspace,
+    /// importing the image first if the engine does not have it.
+    async fn create_helper_container(&self, run: &RunLabels, volume: &str) -> Result<String> {
+        let mut labels = run_labels(run);
+        labels.insert(LABEL_ROLE.to_owned(), "workspace".to_owned());
+        let body = ContainerCreateBody {
+            image: Some(HELPER_IMAGE.to_owned()),
+            // Never run; the engine only insists that a container has a command.
+            cmd: Some(vec![format!("/{HELPER_FILE}")]),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![workspace_mount(volume, run)]),
+                network_mode: Some("none".to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match self.client.create_container(None, body.clone()).await {
+            Ok(created) => return Ok(created.id),
+            Err(err) if is_no_such_image(&err) => self.import_helper_image().await?,
+            Err(err) => return Err(self.error("could not create the workspace container", err)),
+        }
+        self.client
+            .create_container(None, body)
+            .await
+            .map(|created| created.id)
+            .map_err(|err| self.error("could not create the workspace container", err))
+    }
+
+    /// Imports the helper image from a one-file root file system built in memory, so no
+    /// registry is needed. Concurrent imports are harmless: the last one gets the tag.
+    async fn import_helper_image(&self) -> Result<()> {
+        let rootfs = helper_rootfs().map_err(|err| {
+            Error::Api(format!("could not build the workspace helper image: {err}"))
+        })?;
+        let (repo, tag) = HELPER_IMAGE
+            .split_once(':')
+            .unwrap_or((HELPER_IMAGE, "latest"));
+        let options = CreateImageOptionsBuilder::new()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .build();
+        let mut events =
+            self.client
+                .create_image(Some(options), Some(bollard::body_full(rootfs.into())), None);
+        while let Some(event) = events.next().await {
+            event.map_err(|err| self.error("could not import the workspace helper image", err))?;
+        }
+        Ok(())
+    }
+}
+
+fn helper_rootfs() -> io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(HELPER_TEXT.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, HELPER_FILE, HELPER_TEXT)?;
+    builder.into_inner()
 }
 
 /// The workspace volume mounted at `/workspace`. `nocopy` keeps an image's own `/workspace`

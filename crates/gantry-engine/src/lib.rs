@@ -40,11 +40,18 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Removes everything the run created. Called after success, failure,
     /// timeout and cancellation alike.
-    fn cleanup(&self, run_id: &str) -> impl Future<Output = Result<(), gantry_docker::Error>> + Send;
+    fn cleanup(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<(), gantry_docker::Error>> + Send;
 }
 
 impl Executor for gantry_docker::Docker {
-    async fn prepare(&self, run: &RunLabels, archive: Vec<u8>) -> Result<Workspace, gantry_docker::Error> {
+    async fn prepare(
+        &self,
+        run: &RunLabels,
+        archive: Vec<u8>,
+    ) -> Result<Workspace, gantry_docker::Error> {
         self.create_workspace(run, archive).await
     }
 
@@ -154,7 +161,12 @@ pub struct StageReport {
 pub enum RunEvent {
     Stage(StageReport),
     /// One masked line of output. `seq` counts from 1 per stage.
-    Log { stage: usize, seq: u64, stream: LogStream, line: String },
+    Log {
+        stage: usize,
+        seq: u64,
+        stream: LogStream,
+        line: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use gantry_docker::{Output, PullPolicy, RunLabels, ServiceSpec, StageSpec, Stream, Termination, Workspace};
+use gantry_docker::{
+    Output, PullPolicy, RunLabels, ServiceSpec, StageSpec, Stream, Termination, Workspace,
+};
 use gantry_pipeline::{Pipeline, RunContext, StageKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -13,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::log::{LineSplitter, Masker};
 use crate::schedule::{Action, Node, Schedule};
 use crate::{
-    Executor, LogStream, RunEvent, RunStatus, RunSummary, StageReport, StageStatus, human_bytes, human_duration,
+    Executor, LogStream, RunEvent, RunStatus, RunSummary, StageReport, StageStatus, human_bytes,
+    human_duration,
 };
 
 /// Everything one run needs.
@@ -37,7 +40,10 @@ pub enum StageSelection {
     #[default]
     All,
     /// `--stage NAME...`, and with `with_needs` everything they need.
-    Only { names: Vec<String>, with_needs: bool },
+    Only {
+        names: Vec<String>,
+        with_needs: bool,
+    },
 }
 
 impl StageSelection {
@@ -158,12 +164,21 @@ pub async fn execute<E: Executor>(
             }
         }
     } else {
-        Workspace { volume: String::new() }
+        Workspace {
+            volume: String::new(),
+        }
     };
 
     let masker = Masker::new(plan.secrets.iter().map(|(_, v)| v.as_str()));
     let secrets = plan.secrets.iter().cloned().collect();
-    let shared = Arc::new(Shared { executor: executor.clone(), plan, masker, secrets, workspace, events });
+    let shared = Arc::new(Shared {
+        executor: executor.clone(),
+        plan,
+        masker,
+        secrets,
+        workspace,
+        events,
+    });
 
     let mut tasks = JoinSet::new();
     let mut infrastructure_error = None;
@@ -237,18 +252,34 @@ pub async fn execute<E: Executor>(
     } else if let Some(reason) = infrastructure_error {
         (RunStatus::Error, Some(reason))
     } else if !failed.is_empty() {
-        (RunStatus::Failure, Some(format!("stage {} failed", quote_list(&failed))))
+        (
+            RunStatus::Failure,
+            Some(format!("stage {} failed", quote_list(&failed))),
+        )
     } else {
         (RunStatus::Success, None)
     };
-    RunSummary { status, reason, stages, duration: started.elapsed() }
+    RunSummary {
+        status,
+        reason,
+        stages,
+        duration: started.elapsed(),
+    }
 }
 
 fn quote_list(names: &[&str]) -> String {
-    names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: CancellationToken) -> StageResult {
+async fn run_stage<E: Executor>(
+    shared: &Shared<E>,
+    index: usize,
+    cancel: CancellationToken,
+) -> StageResult {
     let stage = &shared.plan.pipeline.stages[index];
     let started = Instant::now();
     let mut report = StageReport {
@@ -265,7 +296,10 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
         report.status = status;
         report.reason = reason;
         report.duration = Some(started.elapsed());
-        StageResult { report, infrastructure_error }
+        StageResult {
+            report,
+            infrastructure_error,
+        }
     };
 
     let spec = match stage_spec(shared, index) {
@@ -274,7 +308,10 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
             let _ = shared.events.send(RunEvent::Stage(report.clone())).await;
             system_line(shared, index, &mut seq, &reason).await;
             let result = finish(report, StageStatus::Failure, Some(reason), false);
-            let _ = shared.events.send(RunEvent::Stage(result.report.clone())).await;
+            let _ = shared
+                .events
+                .send(RunEvent::Stage(result.report.clone()))
+                .await;
             return result;
         }
     };
@@ -285,7 +322,13 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
         spec.attempt = report.attempt;
         let _ = shared.events.send(RunEvent::Stage(report.clone())).await;
         if report.attempt > 1 {
-            system_line(shared, index, &mut seq, &format!("attempt {} of {attempts}", report.attempt)).await;
+            system_line(
+                shared,
+                index,
+                &mut seq,
+                &format!("attempt {} of {attempts}", report.attempt),
+            )
+            .await;
         }
         let (tx, rx) = mpsc::channel(256);
         let pump = pump_output(shared, index, seq, rx);
@@ -295,25 +338,57 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
 
         let (status, exit_code, reason, infrastructure_error) = match termination {
             Ok(Termination::Exited(0)) => (StageStatus::Success, Some(0), None, false),
-            Ok(Termination::Exited(code)) => (StageStatus::Failure, Some(code), Some(format!("exit code {code}")), false),
-            Ok(Termination::TimedOut(after)) => {
-                (StageStatus::Failure, None, Some(format!("timed out after {}", human_duration(after))), false)
+            Ok(Termination::Exited(code)) => (
+                StageStatus::Failure,
+                Some(code),
+                Some(format!("exit code {code}")),
+                false,
+            ),
+            Ok(Termination::TimedOut(after)) => (
+                StageStatus::Failure,
+                None,
+                Some(format!("timed out after {}", human_duration(after))),
+                false,
+            ),
+            Ok(Termination::OomKilled {
+                exit_code,
+                memory_limit,
+            }) => {
+                let limit = memory_limit
+                    .map(|l| format!(" (memory limit {})", human_bytes(l)))
+                    .unwrap_or_default();
+                (
+                    StageStatus::Failure,
+                    Some(exit_code),
+                    Some(format!("OOMKilled{limit}")),
+                    false,
+                )
             }
-            Ok(Termination::OomKilled { exit_code, memory_limit }) => {
-                let limit = memory_limit.map(|l| format!(" (memory limit {})", human_bytes(l))).unwrap_or_default();
-                (StageStatus::Failure, Some(exit_code), Some(format!("OOMKilled{limit}")), false)
-            }
-            Ok(Termination::Cancelled) => (StageStatus::Cancelled, None, Some("cancelled".to_string()), false),
+            Ok(Termination::Cancelled) => (
+                StageStatus::Cancelled,
+                None,
+                Some("cancelled".to_string()),
+                false,
+            ),
             Err(e) => {
-                let infrastructure = matches!(e, gantry_docker::Error::Unreachable { .. } | gantry_docker::Error::Api(_));
-                (StageStatus::Failure, None, Some(e.to_string()), infrastructure)
+                let infrastructure = matches!(
+                    e,
+                    gantry_docker::Error::Unreachable { .. } | gantry_docker::Error::Api(_)
+                );
+                (
+                    StageStatus::Failure,
+                    None,
+                    Some(e.to_string()),
+                    infrastructure,
+                )
             }
         };
         report.exit_code = exit_code;
         if let Some(reason) = &reason {
             system_line(shared, index, &mut seq, reason).await;
         }
-        let retry = status == StageStatus::Failure && report.attempt < attempts && !cancel.is_cancelled();
+        let retry =
+            status == StageStatus::Failure && report.attempt < attempts && !cancel.is_cancelled();
         if !retry {
             break finish(report, status, reason, infrastructure_error);
         }
@@ -328,7 +403,10 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
             .await;
         report.attempt += 1;
     };
-    let _ = shared.events.send(RunEvent::Stage(result.report.clone())).await;
+    let _ = shared
+        .events
+        .send(RunEvent::Stage(result.report.clone()))
+        .await;
     result
 }
 
@@ -339,9 +417,15 @@ fn stage_spec<E>(shared: &Shared<E>, index: usize) -> Result<StageSpec, String> 
     #[allow(unreachable_patterns)] // `StageKind` grows `build` and `deploy` later.
     let commands = match &stage.kind {
         StageKind::Commands { commands, .. } => commands,
-        _ => return Err(format!("stage '{}' is of a kind this runner cannot execute yet", stage.name)),
+        _ => {
+            return Err(format!(
+                "stage '{}' is of a kind this runner cannot execute yet",
+                stage.name
+            ));
+        }
     };
-    let resolved = gantry_pipeline::resolve_stage(&plan.pipeline, index, &plan.context, &plan.extra_env)?;
+    let resolved =
+        gantry_pipeline::resolve_stage(&plan.pipeline, index, &plan.context, &plan.extra_env)?;
     let mut env = resolved.env;
     let mut missing = BTreeSet::new();
     for name in &stage.secrets {
@@ -365,7 +449,11 @@ fn stage_spec<E>(shared: &Shared<E>, index: usize) -> Result<StageSpec, String> 
             pull: pull_policy(stage.pull),
             env: s.env,
             // Services run their commands like a stage does: one `sh -e` script, echoed.
-            commands: if s.commands.is_empty() { Vec::new() } else { vec![gantry_pipeline::render_script(&s.commands)] },
+            commands: if s.commands.is_empty() {
+                Vec::new()
+            } else {
+                vec![gantry_pipeline::render_script(&s.commands)]
+            },
         })
         .collect();
     Ok(StageSpec {
@@ -394,7 +482,12 @@ fn pull_policy(policy: gantry_pipeline::PullPolicy) -> PullPolicy {
 
 /// Turns raw output into masked lines until the executor drops its sender.
 /// Returns the last sequence number used.
-async fn pump_output<E>(shared: &Shared<E>, stage: usize, mut seq: u64, mut rx: mpsc::Receiver<Output>) -> u64 {
+async fn pump_output<E>(
+    shared: &Shared<E>,
+    stage: usize,
+    mut seq: u64,
+    mut rx: mpsc::Receiver<Output>,
+) -> u64 {
     let mut stdout = LineSplitter::default();
     let mut stderr = LineSplitter::default();
     while let Some(chunk) = rx.recv().await {
@@ -406,7 +499,10 @@ async fn pump_output<E>(shared: &Shared<E>, stage: usize, mut seq: u64, mut rx: 
             emit(shared, stage, &mut seq, stream, &line).await;
         }
     }
-    for (splitter, stream) in [(&mut stdout, LogStream::Stdout), (&mut stderr, LogStream::Stderr)] {
+    for (splitter, stream) in [
+        (&mut stdout, LogStream::Stdout),
+        (&mut stderr, LogStream::Stderr),
+    ] {
         if let Some(line) = splitter.finish() {
             emit(shared, stage, &mut seq, stream, &line).await;
         }
@@ -421,5 +517,13 @@ async fn system_line<E>(shared: &Shared<E>, stage: usize, seq: &mut u64, line: &
 async fn emit<E>(shared: &Shared<E>, stage: usize, seq: &mut u64, stream: LogStream, line: &str) {
     *seq += 1;
     let line = shared.masker.mask(line);
-    let _ = shared.events.send(RunEvent::Log { stage, seq: *seq, stream, line }).await;
+    let _ = shared
+        .events
+        .send(RunEvent::Log {
+            stage,
+            seq: *seq,
+            stream,
+            line,
+        })
+        .await;
 }

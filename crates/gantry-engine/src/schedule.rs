@@ -45,7 +45,12 @@ impl Schedule {
     /// `nodes` must be acyclic with `needs` in range: the pipeline validator guarantees it.
     pub fn new(nodes: Vec<Node>, max_parallel: usize) -> Schedule {
         let states = vec![State::Waiting; nodes.len()];
-        Schedule { nodes, states, max_parallel: max_parallel.max(1), cancelled: false }
+        Schedule {
+            nodes,
+            states,
+            max_parallel: max_parallel.max(1),
+            cancelled: false,
+        }
     }
 
     pub fn name(&self, stage: usize) -> &str {
@@ -158,7 +163,12 @@ mod tests {
     use StageStatus::*;
 
     fn node(name: &str, needs: &[usize]) -> Node {
-        Node { name: name.into(), needs: needs.to_vec(), allow_failure: false, skip: None }
+        Node {
+            name: name.into(),
+            needs: needs.to_vec(),
+            allow_failure: false,
+            skip: None,
+        }
     }
 
     /// Drives a schedule to the end, finishing stages with the given statuses
@@ -207,7 +217,12 @@ mod tests {
     #[test]
     fn parallel_branch_and_dag() {
         // a and docs start together; b needs a; c needs a and docs.
-        let nodes = vec![node("a", &[]), node("docs", &[]), node("b", &[0]), node("c", &[0, 1])];
+        let nodes = vec![
+            node("a", &[]),
+            node("docs", &[]),
+            node("b", &[0]),
+            node("c", &[0, 1]),
+        ];
         assert_eq!(
             trace(nodes, 4, &[]),
             "start a, start docs, a success, start b, docs success, start c, b success, c success"
@@ -225,7 +240,12 @@ mod tests {
 
     #[test]
     fn failure_skips_dependents_transitively_but_not_siblings() {
-        let nodes = vec![node("a", &[]), node("b", &[0]), node("c", &[1]), node("d", &[])];
+        let nodes = vec![
+            node("a", &[]),
+            node("b", &[0]),
+            node("c", &[1]),
+            node("d", &[]),
+        ];
         assert_eq!(
             trace(nodes, 4, &[("a", Failure)]),
             "start a, start d, a failure, skip b (needs 'a', which failed), \
@@ -238,7 +258,10 @@ mod tests {
         let mut a = node("a", &[]);
         a.allow_failure = true;
         let nodes = vec![a, node("b", &[0])];
-        assert_eq!(trace(nodes, 4, &[("a", Failure)]), "start a, a failure, start b, b success");
+        assert_eq!(
+            trace(nodes, 4, &[("a", Failure)]),
+            "start a, a failure, start b, b success"
+        );
     }
 
     #[test]
@@ -258,7 +281,13 @@ mod tests {
         assert_eq!(s.next(), [Action::Start(0)]);
         s.cancel();
         s.finish(0, Cancelled);
-        assert_eq!(s.next(), [Action::Skip { stage: 1, reason: "run cancelled".into() }]);
+        assert_eq!(
+            s.next(),
+            [Action::Skip {
+                stage: 1,
+                reason: "run cancelled".into()
+            }]
+        );
         assert!(s.is_finished());
     }
 }

@@ -17,7 +17,11 @@ pub fn local_head(dir: &Path) -> Option<LocalHead> {
     let repo = git2::Repository::discover(dir).ok()?;
     let head = repo.head().ok()?;
     let sha = head.peel_to_commit().ok()?.id().to_string();
-    let branch = if head.is_branch() { head.shorthand().map(String::from) } else { None };
+    let branch = if head.is_branch() {
+        head.shorthand().ok().map(String::from)
+    } else {
+        None
+    };
     Some(LocalHead { sha, branch })
 }
 
@@ -47,7 +51,9 @@ mod tests {
         index.add_path(Path::new("a")).unwrap();
         let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let oid = repo.commit(Some("HEAD"), &sig, &sig, "first", &tree, &[]).unwrap();
+        let oid = repo
+            .commit(Some("HEAD"), &sig, &sig, "first", &tree, &[])
+            .unwrap();
         let head = local_head(&dir).unwrap();
         assert_eq!(head.sha, oid.to_string());
         assert!(head.branch.is_some());

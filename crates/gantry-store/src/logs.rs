@@ -8,8 +8,9 @@ use crate::model::{LOG_STREAMS, LogLine};
 use crate::rows;
 use crate::{Error, Result, Store};
 
-/// Rows per INSERT statement: 6 bound values each stay far below SQLite's limit of 32,766.
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per INSERT statement: 6 bound values each stay far below SQLite's limit of 32,766 (and
+/// measured, 100-row statements were a third slower than 1,000-row ones).
+const ROWS_PER_INSERT: usize = 1_000;
 
 impl Store {
     /// Appends log lines of a stage in one transaction: all of them are stored or none.
@@ -45,7 +46,11 @@ impl Store {
             let (sql, arguments) = insert_statement(run_id, stage, chunk)
                 .map_err(sqlx::Error::Encode)
                 .context(action)?;
+            // Keeping a statement prepared halves the cost of small batches, but one per batch
+            // size would fill the statement cache with big statements used once.
+            let keep_prepared = chunk.len() <= 32 || chunk.len() == ROWS_PER_INSERT;
             sqlx::query_with(AssertSqlSafe(sql), arguments)
+                .persistent(keep_prepared)
                 .execute(&mut *tx)
                 .await
                 .context(action)

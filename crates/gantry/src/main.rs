@@ -2,6 +2,7 @@
 
 mod output;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "gantry", version, about = "A self-hosted CI/CD runner: pipelines in Docker, deploys to Kubernetes")]
+#[command(
+    name = "gantry",
+    version,
+    about = "A self-hosted CI/CD runner: pipelines in Docker, deploys to Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +32,12 @@ enum Command {
     },
     /// Run the pipeline on the current directory's working tree, in Docker.
     Run(run::RunArgs),
+    /// Start the server: GitHub webhooks, the run queue and the REST API.
+    Serve {
+        /// The configuration file (default: ./gantry.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -41,13 +52,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Lint { file, format } => lint(&file, format),
         Command::Run(args) => run::main(args),
+        Command::Serve { config } => serve::main(config.as_deref()),
     }
 }
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("GANTRY_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {

@@ -34,10 +34,17 @@ impl Printer {
     pub fn event(&mut self, event: &RunEvent) {
         // A closed stdout (e.g. `| head`) must not stop the run: ignore write errors.
         let _ = match event {
-            RunEvent::Log { stage, stream, line, .. } => {
+            RunEvent::Log {
+                stage,
+                stream,
+                line,
+                ..
+            } => {
                 let prefix = self.prefix(*stage);
                 match stream {
-                    LogStream::System if self.colour => writeln!(self.out, "{prefix} \x1b[2m[gantry] {line}{RESET}"),
+                    LogStream::System if self.colour => {
+                        writeln!(self.out, "{prefix} \x1b[2m[gantry] {line}{RESET}")
+                    }
                     LogStream::System => writeln!(self.out, "{prefix} [gantry] {line}"),
                     // Keep the colours the commands print; reset after, so a
                     // line that leaves a colour open does not bleed into the next.
@@ -53,7 +60,9 @@ impl Printer {
         let prefix = self.prefix(report.index);
         let text = match report.status {
             StageStatus::Pending => return Ok(()),
-            StageStatus::Running if report.attempt > 1 => format!("started (attempt {})", report.attempt),
+            StageStatus::Running if report.attempt > 1 => {
+                format!("started (attempt {})", report.attempt)
+            }
             StageStatus::Running => "started".to_string(),
             status => {
                 let mut text = status.to_string();
@@ -66,7 +75,11 @@ impl Printer {
                 text
             }
         };
-        let text = if self.colour { format!("\x1b[1m{}{text}{RESET}", status_colour(report.status)) } else { text };
+        let text = if self.colour {
+            format!("\x1b[1m{}{text}{RESET}", status_colour(report.status))
+        } else {
+            text
+        };
         writeln!(self.out, "{prefix} ==> {text}")
     }
 
@@ -89,8 +102,13 @@ impl Printer {
                     s.name.clone(),
                     s.status.to_string(),
                     s.duration.map(human_duration).unwrap_or_else(|| "-".into()),
-                    s.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                    s.reason.as_deref().map(|r| self.masker.mask(r)).unwrap_or_default(),
+                    s.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s.reason
+                        .as_deref()
+                        .map(|r| self.masker.mask(r))
+                        .unwrap_or_default(),
                 ]
             })
             .collect();
@@ -103,12 +121,19 @@ impl Printer {
         }
         let mut text = String::from("\n");
         for row in std::iter::once(&header).chain(&rows) {
-            let cells: Vec<String> =
-                row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}", w = *w))
+                .collect();
             text.push_str(cells.join("  ").trim_end());
             text.push('\n');
         }
-        text.push_str(&format!("\nrun {} in {}", summary.status, human_duration(summary.duration)));
+        text.push_str(&format!(
+            "\nrun {} in {}",
+            summary.status,
+            human_duration(summary.duration)
+        ));
         if let Some(reason) = &summary.reason {
             text.push_str(&format!(": {}", self.masker.mask(reason)));
         }

@@ -59,7 +59,9 @@ fn parse_secret(arg: &str) -> Result<(String, String), String> {
     }
     match std::env::var(arg) {
         Ok(value) => Ok((arg.to_string(), value)),
-        Err(_) => Err(format!("--secret {arg}: the environment variable {arg} is not set")),
+        Err(_) => Err(format!(
+            "--secret {arg}: the environment variable {arg} is not set"
+        )),
     }
 }
 
@@ -86,7 +88,8 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
-    let source = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let source = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let pipeline = match gantry_pipeline::parse(&args.file.display().to_string(), &source) {
         Ok(pipeline) => pipeline,
         Err(diagnostics) => {
@@ -97,17 +100,26 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
     let selection = if args.stages.is_empty() {
         StageSelection::All
     } else {
-        StageSelection::Only { names: args.stages.clone(), with_needs: args.with_needs }
+        StageSelection::Only {
+            names: args.stages.clone(),
+            with_needs: args.with_needs,
+        }
     };
     if let Err(e) = selection.resolve(&pipeline) {
         bail!(e);
     }
     let dir = std::env::current_dir().context("cannot read the current directory")?;
     let head = gantry_git::local_head(&dir);
-    let repo = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let repo = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let context = RunContext {
         event: args.event,
-        branch: args.branch.clone().or_else(|| head.as_ref().and_then(|h| h.branch.clone())),
+        branch: args
+            .branch
+            .clone()
+            .or_else(|| head.as_ref().and_then(|h| h.branch.clone())),
         tag: args.tag.clone(),
         commit_sha: head.map(|h| h.sha).unwrap_or_else(|| "0".repeat(40)),
         run_number: 1,
@@ -117,8 +129,8 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
     let docker = gantry_docker::Docker::connect().await?;
     remove_dead_leftovers(&docker).await;
     let archive = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || gantry_docker::tar_directory(&dir))
+        let tree = dir.clone();
+        tokio::task::spawn_blocking(move || gantry_docker::tar_directory(&tree))
             .await?
             .with_context(|| format!("cannot read the working tree {}", dir.display()))?
     };
@@ -129,7 +141,11 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
     let names: Vec<String> = pipeline.stages.iter().map(|s| s.name.clone()).collect();
     let secrets: Vec<String> = args.secrets.iter().map(|(_, v)| v.clone()).collect();
     let plan = RunPlan {
-        run: RunLabels { run_id: new_run_id(), owner: OWNER.to_string(), pid: Some(std::process::id()) },
+        run: RunLabels {
+            run_id: new_run_id(),
+            owner: OWNER.to_string(),
+            pid: Some(std::process::id()),
+        },
         pipeline,
         context,
         extra_env: args.env,
@@ -155,9 +171,13 @@ const OWNER: &str = "cli";
 /// Removes what earlier `gantry run`s left behind when they were killed.
 /// Runs of other live `gantry run` processes are left alone.
 async fn remove_dead_leftovers(docker: &gantry_docker::Docker) {
-    let Ok(leftovers) = docker.leftovers(OWNER).await else { return };
+    let Ok(leftovers) = docker.leftovers(OWNER).await else {
+        return;
+    };
     for leftover in leftovers {
-        let alive = leftover.pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let alive = leftover
+            .pid
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             tracing::info!(run_id = %leftover.run_id, "removing leftovers of a crashed run");
             let _ = docker.remove_run(&leftover.run_id).await;
@@ -175,8 +195,10 @@ fn new_run_id() -> String {
 
 async fn cancel_on_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return;
     };
     tokio::select! {

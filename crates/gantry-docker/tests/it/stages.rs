@@ -208,3 +208,19 @@ async fn cancelled_before_start_creates_nothing() {
     assert_eq!(finished.stdout(), "");
     assert_eq!(containers_of(run.id()).await, Vec::<String>::new());
 }
+
+/// A script reading standard input finds it empty, whether or not it was held back for the
+/// workspace (the first stage of a run is).
+#[tokio::test]
+async fn standard_input_is_empty() {
+    let Some(docker) = docker().await else { return };
+    let run = TestRun::new(&docker, "stdin");
+    let workspace = run.workspace(&[("README", "x")]).await;
+    for stage in ["first", "later"] {
+        let mut spec = run.stage(&workspace, stage, "cat; echo \"read $(wc -c) bytes\"");
+        spec.timeout = Some(Duration::from_secs(10));
+        let finished = run_stage(&docker, &spec, CancellationToken::new()).await;
+        assert_eq!(finished.termination(), &Termination::Exited(0), "{stage}");
+        assert_eq!(finished.stdout(), "read 0 bytes\n", "{stage}");
+    }
+}

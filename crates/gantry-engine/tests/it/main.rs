@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gantry_engine::{
-    Executor, LogStream, Output, RunEvent, RunLabels, RunPlan, RunStatus, RunSummary, StageSelection, StageSpec,
-    StageStatus, Stream, Termination, Workspace,
+    Executor, LogStream, Output, RunEvent, RunLabels, RunPlan, RunStatus, RunSummary,
+    StageSelection, StageSpec, StageStatus, Stream, Termination, Workspace,
 };
 use gantry_pipeline::{Event, RunContext};
 use tokio::sync::mpsc;
@@ -23,7 +23,11 @@ struct Behaviour {
 }
 
 fn exits(code: i64, chunks: &[(Stream, &'static str)]) -> Behaviour {
-    Behaviour { chunks: chunks.to_vec(), end: Termination::Exited(code), hang: false }
+    Behaviour {
+        chunks: chunks.to_vec(),
+        end: Termination::Exited(code),
+        hang: false,
+    }
 }
 
 type Script = dyn Fn(&StageSpec) -> Behaviour + Send + Sync;
@@ -37,13 +41,23 @@ struct Fake {
 
 impl Fake {
     fn new(script: impl Fn(&StageSpec) -> Behaviour + Send + Sync + 'static) -> Arc<Fake> {
-        Arc::new(Fake { script: Box::new(script), calls: Mutex::default(), cleaned: Mutex::default() })
+        Arc::new(Fake {
+            script: Box::new(script),
+            calls: Mutex::default(),
+            cleaned: Mutex::default(),
+        })
     }
 }
 
 impl Executor for Fake {
-    async fn prepare(&self, _run: &RunLabels, _archive: Vec<u8>) -> Result<Workspace, gantry_docker::Error> {
-        Ok(Workspace { volume: "fake".into() })
+    async fn prepare(
+        &self,
+        _run: &RunLabels,
+        _archive: Vec<u8>,
+    ) -> Result<Workspace, gantry_docker::Error> {
+        Ok(Workspace {
+            volume: "fake".into(),
+        })
     }
 
     async fn run_stage(
@@ -55,7 +69,12 @@ impl Executor for Fake {
         self.calls.lock().unwrap().push(spec.clone());
         let behaviour = (self.script)(spec);
         for (stream, text) in behaviour.chunks {
-            let _ = output.send(Output { stream, bytes: text.as_bytes().to_vec() }).await;
+            let _ = output
+                .send(Output {
+                    stream,
+                    bytes: text.as_bytes().to_vec(),
+                })
+                .await;
         }
         if behaviour.hang {
             cancel.cancelled().await;
@@ -84,7 +103,11 @@ fn context(branch: &str) -> RunContext {
 fn plan(yaml: &str) -> RunPlan {
     let pipeline = gantry_pipeline::parse(".gantry.yml", yaml).unwrap_or_else(|d| panic!("{d}"));
     RunPlan {
-        run: RunLabels { run_id: "r1".into(), owner: "test".into(), pid: None },
+        run: RunLabels {
+            run_id: "r1".into(),
+            owner: "test".into(),
+            pid: None,
+        },
         pipeline,
         context: context("main"),
         extra_env: Vec::new(),
@@ -95,7 +118,11 @@ fn plan(yaml: &str) -> RunPlan {
     }
 }
 
-async fn execute(fake: &Arc<Fake>, plan: RunPlan, cancel: CancellationToken) -> (RunSummary, Vec<RunEvent>) {
+async fn execute(
+    fake: &Arc<Fake>,
+    plan: RunPlan,
+    cancel: CancellationToken,
+) -> (RunSummary, Vec<RunEvent>) {
     let (tx, mut rx) = mpsc::channel(64);
     let run = tokio::spawn(gantry_engine::execute(fake.clone(), plan, tx, cancel));
     let mut events = Vec::new();
@@ -121,7 +148,12 @@ fn logs(events: &[RunEvent], stage: usize) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            RunEvent::Log { stage: s, stream, line, .. } if *s == stage => Some(format!("{}: {line}", stream.as_str())),
+            RunEvent::Log {
+                stage: s,
+                stream,
+                line,
+                ..
+            } if *s == stage => Some(format!("{}: {line}", stream.as_str())),
             _ => None,
         })
         .collect()
@@ -139,14 +171,23 @@ async fn success_runs_every_stage_and_cleans_up() {
     let fake = Fake::new(|_| exits(0, &[]));
     let (summary, _) = execute(&fake, plan(THREE), CancellationToken::new()).await;
     assert_eq!(summary.status, RunStatus::Success);
-    assert_eq!(statuses(&summary), "build=success, test=success, docs=success");
+    assert_eq!(
+        statuses(&summary),
+        "build=success, test=success, docs=success"
+    );
     assert_eq!(fake.calls.lock().unwrap().len(), 3);
     assert_eq!(*fake.cleaned.lock().unwrap(), ["r1"]);
 }
 
 #[tokio::test]
 async fn failure_skips_dependents_and_fails_the_run() {
-    let fake = Fake::new(|spec| if spec.stage == "build" { exits(2, &[]) } else { exits(0, &[]) });
+    let fake = Fake::new(|spec| {
+        if spec.stage == "build" {
+            exits(2, &[])
+        } else {
+            exits(0, &[])
+        }
+    });
     let (summary, _) = execute(&fake, plan(THREE), CancellationToken::new()).await;
     assert_eq!(summary.status, RunStatus::Failure);
     assert_eq!(summary.reason.as_deref(), Some("stage 'build' failed"));
@@ -159,7 +200,12 @@ async fn failure_skips_dependents_and_fails_the_run() {
 
 #[tokio::test]
 async fn retry_reruns_until_success_and_each_attempt_is_visible() {
-    let fake = Fake::new(|spec| exits(if spec.attempt < 3 { 1 } else { 0 }, &[(Stream::Stdout, "try\n")]));
+    let fake = Fake::new(|spec| {
+        exits(
+            if spec.attempt < 3 { 1 } else { 0 },
+            &[(Stream::Stdout, "try\n")],
+        )
+    });
     let (summary, events) = execute(
         &fake,
         plan("stages:\n  - { name: flaky, image: img, commands: [x], retry: 2 }\n"),
@@ -168,7 +214,13 @@ async fn retry_reruns_until_success_and_each_attempt_is_visible() {
     .await;
     assert_eq!(summary.status, RunStatus::Success);
     assert_eq!(summary.stages[0].attempt, 3);
-    let attempts: Vec<u32> = fake.calls.lock().unwrap().iter().map(|s| s.attempt).collect();
+    let attempts: Vec<u32> = fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.attempt)
+        .collect();
     assert_eq!(attempts, [1, 2, 3]);
     assert_eq!(
         logs(&events, 0),
@@ -182,27 +234,52 @@ async fn retry_reruns_until_success_and_each_attempt_is_visible() {
             "stdout: try"
         ]
     );
-    let seqs: Vec<u64> = events.iter().filter_map(|e| if let RunEvent::Log { seq, .. } = e { Some(*seq) } else { None }).collect();
-    assert_eq!(seqs, (1..=7).collect::<Vec<_>>(), "sequence numbers count on across attempts");
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter_map(|e| {
+            if let RunEvent::Log { seq, .. } = e {
+                Some(*seq)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=7).collect::<Vec<_>>(),
+        "sequence numbers count on across attempts"
+    );
 }
 
 #[tokio::test]
 async fn retries_stop_at_the_limit() {
     let fake = Fake::new(|_| exits(1, &[]));
-    let (summary, _) =
-        execute(&fake, plan("stages:\n  - { name: bad, image: img, commands: [x], retry: 1 }\n"), CancellationToken::new())
-            .await;
+    let (summary, _) = execute(
+        &fake,
+        plan("stages:\n  - { name: bad, image: img, commands: [x], retry: 1 }\n"),
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(summary.status, RunStatus::Failure);
     assert_eq!(fake.calls.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn allow_failure_keeps_the_run_green() {
-    let fake = Fake::new(|spec| if spec.stage == "lint" { exits(1, &[]) } else { exits(0, &[]) });
+    let fake = Fake::new(|spec| {
+        if spec.stage == "lint" {
+            exits(1, &[])
+        } else {
+            exits(0, &[])
+        }
+    });
     let yaml = "stages:\n  - { name: lint, image: img, commands: [x], allow_failure: true }\n  - { name: test, image: img, commands: [x] }\n";
     let (summary, _) = execute(&fake, plan(yaml), CancellationToken::new()).await;
     assert_eq!(summary.status, RunStatus::Success);
-    assert_eq!(statuses(&summary), "lint=failure (exit code 1), test=success");
+    assert_eq!(
+        statuses(&summary),
+        "lint=failure (exit code 1), test=success"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +291,15 @@ async fn when_skips_with_the_reason() {
     let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
     assert_eq!(summary.status, RunStatus::Success);
     assert_eq!(summary.stages[0].status, StageStatus::Skipped);
-    assert!(summary.stages[0].reason.as_deref().unwrap_or_default().contains("dev"), "{:?}", summary.stages[0].reason);
+    assert!(
+        summary.stages[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("dev"),
+        "{:?}",
+        summary.stages[0].reason
+    );
     assert_eq!(summary.stages[1].status, StageStatus::Success);
 }
 
@@ -223,14 +308,21 @@ async fn secrets_reach_the_container_and_are_masked_outside() {
     let fake = Fake::new(|_| {
         exits(
             0,
-            &[(Stream::Stdout, "token is hun"), (Stream::Stdout, "ter2!\n"), (Stream::Stderr, "err hunter2")],
+            &[
+                (Stream::Stdout, "token is hun"),
+                (Stream::Stdout, "ter2!\n"),
+                (Stream::Stderr, "err hunter2"),
+            ],
         )
     });
     let mut p = plan("stages:\n  - { name: s, image: img, commands: [x], secrets: [TOKEN] }\n");
     p.secrets = vec![("TOKEN".into(), "hunter2".into())];
     let (summary, events) = execute(&fake, p, CancellationToken::new()).await;
     assert_eq!(summary.status, RunStatus::Success);
-    assert_eq!(logs(&events, 0), ["stdout: token is ***!", "stderr: err ***"]);
+    assert_eq!(
+        logs(&events, 0),
+        ["stdout: token is ***!", "stderr: err ***"]
+    );
     let calls = fake.calls.lock().unwrap();
     assert!(calls[0].env.contains(&("TOKEN".into(), "hunter2".into())));
 }
@@ -241,7 +333,10 @@ async fn a_missing_secret_fails_the_stage_clearly() {
     let p = plan("stages:\n  - { name: s, image: img, commands: [x], secrets: [TOKEN] }\n");
     let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
     assert_eq!(summary.status, RunStatus::Failure);
-    assert_eq!(statuses(&summary), "s=failure (secret 'TOKEN' has no value)");
+    assert_eq!(
+        statuses(&summary),
+        "s=failure (secret 'TOKEN' has no value)"
+    );
     assert!(fake.calls.lock().unwrap().is_empty());
 }
 
@@ -255,14 +350,21 @@ async fn builtins_and_env_are_interpolated() {
     assert_eq!(calls[0].image, "img:v-01234567");
     assert!(calls[0].env.contains(&("B".into(), "main".into())));
     assert!(calls[0].env.contains(&("CI".into(), "true".into())));
-    assert!(calls[0].env.contains(&("GANTRY_RUN_NUMBER".into(), "7".into())));
+    assert!(
+        calls[0]
+            .env
+            .contains(&("GANTRY_RUN_NUMBER".into(), "7".into()))
+    );
 }
 
 #[tokio::test]
 async fn selection_runs_only_named_stages_and_optionally_their_needs() {
     let fake = Fake::new(|_| exits(0, &[]));
     let mut p = plan(THREE);
-    p.selection = StageSelection::Only { names: vec!["test".into()], with_needs: false };
+    p.selection = StageSelection::Only {
+        names: vec!["test".into()],
+        with_needs: false,
+    };
     let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
     assert_eq!(
         statuses(&summary),
@@ -271,22 +373,38 @@ async fn selection_runs_only_named_stages_and_optionally_their_needs() {
 
     let fake = Fake::new(|_| exits(0, &[]));
     let mut p = plan(THREE);
-    p.selection = StageSelection::Only { names: vec!["test".into()], with_needs: true };
+    p.selection = StageSelection::Only {
+        names: vec!["test".into()],
+        with_needs: true,
+    };
     let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
-    assert_eq!(statuses(&summary), "build=success, test=success, docs=skipped (not selected with --stage)");
+    assert_eq!(
+        statuses(&summary),
+        "build=success, test=success, docs=skipped (not selected with --stage)"
+    );
 
     let mut p = plan(THREE);
-    p.selection = StageSelection::Only { names: vec!["nope".into()], with_needs: false };
+    p.selection = StageSelection::Only {
+        names: vec!["nope".into()],
+        with_needs: false,
+    };
     let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
     assert_eq!(summary.status, RunStatus::Error);
-    assert_eq!(summary.reason.as_deref(), Some("no stage named 'nope' in the pipeline (stages: build, test, docs)"));
+    assert_eq!(
+        summary.reason.as_deref(),
+        Some("no stage named 'nope' in the pipeline (stages: build, test, docs)")
+    );
 }
 
 #[tokio::test]
 async fn cancellation_stops_running_stages_and_skips_the_rest() {
     let fake = Fake::new(|spec| {
         if spec.stage == "build" {
-            Behaviour { chunks: vec![], end: Termination::Exited(0), hang: true }
+            Behaviour {
+                chunks: vec![],
+                end: Termination::Exited(0),
+                hang: true,
+            }
         } else {
             exits(0, &[])
         }
@@ -311,13 +429,28 @@ async fn timeouts_and_oom_kills_read_well() {
         end: if spec.stage == "slow" {
             Termination::TimedOut(Duration::from_secs(600))
         } else {
-            Termination::OomKilled { exit_code: 137, memory_limit: Some(512 * 1024 * 1024) }
+            Termination::OomKilled {
+                exit_code: 137,
+                memory_limit: Some(512 * 1024 * 1024),
+            }
         },
         hang: false,
     });
     let yaml = "stages:\n  - { name: slow, image: img, commands: [x] }\n  - { name: hog, needs: [], image: img, commands: [x] }\n";
     let (summary, events) = execute(&fake, plan(yaml), CancellationToken::new()).await;
-    assert_eq!(statuses(&summary), "slow=failure (timed out after 10m), hog=failure (OOMKilled (memory limit 512 MiB))");
-    assert_eq!(logs(&events, 1), ["system: OOMKilled (memory limit 512 MiB)"]);
-    assert!(events.iter().all(|e| !matches!(e, RunEvent::Log { stream: LogStream::Stdout, .. })));
+    assert_eq!(
+        statuses(&summary),
+        "slow=failure (timed out after 10m), hog=failure (OOMKilled (memory limit 512 MiB))"
+    );
+    assert_eq!(
+        logs(&events, 1),
+        ["system: OOMKilled (memory limit 512 MiB)"]
+    );
+    assert!(events.iter().all(|e| !matches!(
+        e,
+        RunEvent::Log {
+            stream: LogStream::Stdout,
+            ..
+        }
+    )));
 }

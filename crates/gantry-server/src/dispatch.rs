@@ -1,0 +1,246 @@
+//! From stored deliveries to runs.
+//!
+//! Each push delivery is read back from the database, its commit fetched into
+//! the project's mirror, and the pipeline file at that commit decides whether
+//! a run is made. Every delivery ends with an outcome: a run, or the reason
+//! for none. Deliveries left undecided by a crash are picked up at start.
+
+use std::sync::Arc;
+
+use gantry_pipeline::Event;
+use gantry_store::{Delivery, NewRun, RunStatus};
+use serde_json::Value;
+
+use crate::state::{App, credentials};
+
+pub async fn dispatcher(app: Arc<App>) {
+    loop {
+        match app.store.pending_deliveries().await {
+            Ok(pending) => {
+                for delivery in pending {
+                    let id = delivery.id;
+                    let (outcome, run_id) = decide(&app, delivery).await;
+                    tracing::info!(delivery = id, outcome = %outcome, "delivery processed");
+                    if let Err(e) = app.store.set_delivery_outcome(id, &outcome, run_id).await {
+                        tracing::error!(delivery = id, error = %e, "cannot record a delivery's outcome");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read pending deliveries"),
+        }
+        tokio::select! {
+            _ = app.deliveries_waiting.notified() => {}
+            _ = app.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// What a push means, read from GitHub's payload.
+#[derive(Debug, PartialEq)]
+pub struct Push {
+    pub event: Event,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub git_ref: String,
+    pub after: String,
+    pub deleted: bool,
+    pub message: Option<String>,
+}
+
+pub fn parse_push(payload: &Value) -> Result<Push, String> {
+    let git_ref = payload
+        .get("ref")
+        .and_then(Value::as_str)
+        .ok_or("the push payload has no 'ref'")?;
+    let after = payload
+        .get("after")
+        .and_then(Value::as_str)
+        .ok_or("the push payload has no 'after'")?;
+    let deleted = payload
+        .get("deleted")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        || after.bytes().all(|b| b == b'0');
+    let message = payload
+        .pointer("/head_commit/message")
+        .and_then(Value::as_str)
+        .map(|m| m.lines().next().unwrap_or_default().to_string());
+    let (event, branch, tag) = if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+        (Event::Push, Some(branch.to_string()), None)
+    } else if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+        (Event::Tag, None, Some(tag.to_string()))
+    } else {
+        return Err(format!(
+            "ref {git_ref} is neither a branch nor a tag: no run"
+        ));
+    };
+    Ok(Push {
+        event,
+        branch,
+        tag,
+        git_ref: git_ref.to_string(),
+        after: after.to_string(),
+        deleted,
+        message,
+    })
+}
+
+async fn decide(app: &Arc<App>, delivery: Delivery) -> (String, Option<i64>) {
+    match decide_push(app, &delivery).await {
+        Ok(decision) => decision,
+        Err(reason) => (reason, None),
+    }
+}
+
+async fn decide_push(app: &Arc<App>, delivery: &Delivery) -> Result<(String, Option<i64>), String> {
+    if delivery.event != "push" {
+        return Err(format!(
+            "ignored: Gantry does not act on '{}' events",
+            delivery.event
+        ));
+    }
+    let payload = app
+        .store
+        .get_delivery_payload(delivery.id)
+        .await
+        .map_err(|e| format!("error: cannot read the stored payload: {e}"))?
+        .ok_or("error: the stored payload is gone")?;
+    let payload: Value = serde_json::from_str(&payload)
+        .map_err(|e| format!("error: stored payload is not JSON: {e}"))?;
+    let push = parse_push(&payload)?;
+    let project_name = delivery.project.clone().unwrap_or_default();
+    let project = app
+        .project(&project_name)
+        .ok_or_else(|| format!("repository '{project_name}' is no longer configured: no run"))?
+        .clone();
+    if push.deleted {
+        let what = if push.tag.is_some() { "tag" } else { "branch" };
+        return Err(format!(
+            "{what} {} deleted: no run",
+            short_ref(&push.git_ref)
+        ));
+    }
+
+    let new_run = || NewRun {
+        project: project.name.clone(),
+        event: push.event.to_string(),
+        branch: push.branch.clone(),
+        tag: push.tag.clone(),
+        commit_sha: push.after.clone(),
+        commit_message: push.message.clone(),
+        delivery_id: Some(delivery.id),
+        rerun_of: None,
+    };
+
+    // Fetch, then read the pipeline file at exactly the pushed commit.
+    let mirror_path = app.mirror_path(&project.name);
+    let creds = credentials(&project);
+    let (url, git_ref, sha, file) = (
+        project.clone_url.clone(),
+        push.git_ref.clone(),
+        push.after.clone(),
+        project.pipeline.clone(),
+    );
+    let read = tokio::task::spawn_blocking(move || -> Result<Option<String>, gantry_git::Error> {
+        let mirror = gantry_git::Mirror::open_or_init(&mirror_path)?;
+        mirror.fetch(&url, &creds, Some(&git_ref), Some(&sha))?;
+        mirror.read_file(&sha, &file)
+    })
+    .await
+    .map_err(|e| format!("error: the fetch task failed: {e}"))?;
+    let source = match read {
+        Ok(Some(source)) => source,
+        Ok(None) => {
+            return Err(format!(
+                "no {} at {}: no run",
+                project.pipeline,
+                &push.after[..push.after.len().min(8)]
+            ));
+        }
+        Err(e) => {
+            return make_error_run(
+                app,
+                new_run(),
+                &format!("cannot fetch {}: {e}", project.clone_url),
+            )
+            .await;
+        }
+    };
+    let pipeline = match gantry_pipeline::parse(&project.pipeline, &source) {
+        Ok(p) => p,
+        Err(diagnostics) => {
+            return make_error_run(
+                app,
+                new_run(),
+                &format!("invalid {}:\n{diagnostics}", project.pipeline),
+            )
+            .await;
+        }
+    };
+    pipeline
+        .on
+        .matches(push.event, push.branch.as_deref(), push.tag.as_deref())?;
+
+    let run = app
+        .store
+        .create_run(new_run())
+        .await
+        .map_err(|e| format!("error: cannot create the run: {e}"))?;
+    app.runs_waiting.notify_one();
+    Ok((format!("run #{} queued", run.number), Some(run.id)))
+}
+
+/// A run in state `error` that shows why the pipeline could not start.
+async fn make_error_run(
+    app: &Arc<App>,
+    new_run: NewRun,
+    reason: &str,
+) -> Result<(String, Option<i64>), String> {
+    let run = app
+        .store
+        .create_run(new_run)
+        .await
+        .map_err(|e| format!("error: cannot create the run: {e}"))?;
+    app.store
+        .finish_run(run.id, RunStatus::Error, Some(reason))
+        .await
+        .map_err(|e| format!("error: cannot record the run's error: {e}"))?;
+    let first_line = reason.lines().next().unwrap_or_default();
+    Ok((
+        format!("run #{} error: {first_line}", run.number),
+        Some(run.id),
+    ))
+}
+
+fn short_ref(git_ref: &str) -> &str {
+    git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(git_ref)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pushes() {
+        let p = parse_push(&json!({"ref": "refs/heads/main", "after": "abc", "head_commit": {"message": "fix\n\nbody"}})).unwrap();
+        assert_eq!(
+            (
+                p.event,
+                p.branch.as_deref(),
+                p.message.as_deref(),
+                p.deleted
+            ),
+            (Event::Push, Some("main"), Some("fix"), false)
+        );
+        let p = parse_push(&json!({"ref": "refs/tags/v1", "after": "abc"})).unwrap();
+        assert_eq!((p.event, p.tag.as_deref()), (Event::Tag, Some("v1")));
+        let p = parse_push(&json!({"ref": "refs/heads/x", "after": "0000000000000000000000000000000000000000", "deleted": true})).unwrap();
+        assert!(p.deleted);
+        assert!(parse_push(&json!({"ref": "refs/pull/1/head", "after": "abc"})).is_err());
+        assert!(parse_push(&json!({"after": "abc"})).is_err());
+    }
+}

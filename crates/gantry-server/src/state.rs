@@ -1,0 +1,97 @@
+//! What every part of the server shares.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+use gantry_config::{Config, Project, Secret};
+use gantry_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub admin_token: Secret,
+    /// The `gantry.owner` label of this server's containers: derived from the
+    /// data directory, so servers sharing a Docker engine leave each other alone.
+    pub owner: String,
+    docker: tokio::sync::Mutex<Option<gantry_docker::Docker>>,
+    /// Wakes the dispatcher when a delivery was stored.
+    pub deliveries_waiting: Notify,
+    /// Wakes the runner when a run was queued or one finished.
+    pub runs_waiting: Notify,
+    pub running: AtomicUsize,
+    /// Cancellation handles of the runs in progress.
+    pub cancels: Mutex<HashMap<i64, CancellationToken>>,
+    pub shutdown: CancellationToken,
+}
+
+impl App {
+    pub fn new(config: Config, store: Store, admin_token: Secret) -> App {
+        let owner = owner_label(&config.server.data_dir);
+        App {
+            config,
+            store,
+            admin_token,
+            owner,
+            docker: tokio::sync::Mutex::new(None),
+            deliveries_waiting: Notify::new(),
+            runs_waiting: Notify::new(),
+            running: AtomicUsize::new(0),
+            cancels: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The Docker client, connecting on first use: the server starts (and
+    /// says it is not ready) while the engine is down, and recovers when it
+    /// comes back.
+    pub async fn docker(&self) -> Result<gantry_docker::Docker, gantry_docker::Error> {
+        let mut docker = self.docker.lock().await;
+        if let Some(d) = docker.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = gantry_docker::Docker::connect().await?;
+        *docker = Some(d.clone());
+        Ok(d)
+    }
+
+    pub fn project(&self, name: &str) -> Option<&Project> {
+        self.config.project(name)
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.config.server.data_dir
+    }
+
+    pub fn mirror_path(&self, project: &str) -> PathBuf {
+        self.data_dir()
+            .join("mirrors")
+            .join(format!("{}.git", project.replace('/', "__")))
+    }
+
+    pub fn workspace_path(&self, run_id: i64) -> PathBuf {
+        self.data_dir().join("workspaces").join(run_id.to_string())
+    }
+
+    pub fn cancel_token(&self, run_id: i64) -> Option<CancellationToken> {
+        self.cancels.lock().ok()?.get(&run_id).cloned()
+    }
+}
+
+pub fn credentials(project: &Project) -> gantry_git::Credentials {
+    gantry_git::Credentials {
+        username: None,
+        token: project.git_token.as_ref().map(|t| t.expose().to_string()),
+        ssh_key: project.ssh_key.clone(),
+    }
+}
+
+fn owner_label(data_dir: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = Sha256::digest(path.to_string_lossy().as_bytes());
+    format!("server-{}", &hex::encode(digest)[..12])
+}

@@ -6,17 +6,19 @@
 
 -- GitHub webhook deliveries, stored before anything acts on them. `guid` is X-GitHub-Delivery;
 -- `outcome` stays NULL until the server has decided what the delivery did (pending after a crash).
+-- `payload` comes last so reading the other columns never walks its overflow pages. No
+-- AUTOINCREMENT: it costs a write per insert, and a reused id of a deleted delivery harms nothing.
 CREATE TABLE deliveries (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          INTEGER PRIMARY KEY,
     guid        TEXT    NOT NULL UNIQUE,
     event       TEXT    NOT NULL,
     project     TEXT,
     git_ref     TEXT,
     after_sha   TEXT,
-    payload     TEXT    NOT NULL,
     outcome     TEXT,
     run_id      INTEGER REFERENCES runs (id) ON DELETE SET NULL,
-    received_at TEXT    NOT NULL
+    received_at TEXT    NOT NULL,
+    payload     TEXT    NOT NULL
 );
 
 CREATE INDEX deliveries_pending ON deliveries (id) WHERE outcome IS NULL;
@@ -27,6 +29,7 @@ CREATE TABLE run_counters (
     last_number INTEGER NOT NULL
 );
 
+-- AUTOINCREMENT: run ids appear in URLs and logs, so one is never handed out twice.
 CREATE TABLE runs (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     project        TEXT    NOT NULL,

@@ -21,24 +21,13 @@ impl Docker {
     pub async fn remove_run(&self, run_id: &str) -> Result<()> {
         self.forget_pending_fill(&volume_name(run_id));
         let filters = label_filter(LABEL_RUN, run_id);
-        let containers = self
-            .client
-            .list_containers(Some(
+        let (containers, networks, volumes) = tokio::join!(
+            self.client.list_containers(Some(
                 ListContainersOptionsBuilder::new()
                     .all(true)
                     .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|err| self.error("could not list the run's containers", err))?;
-        let removals = containers
-            .iter()
-            .filter_map(|container| container.id.as_deref())
-            .map(|id| self.remove_container(id));
-        let mut first_error = first_error(join_all(removals).await);
-
-        // Networks and volumes can go once no container uses them.
-        let (networks, volumes) = tokio::join!(
+                    .build()
+            )),
             self.client.list_networks(Some(
                 ListNetworksOptionsBuilder::new().filters(&filters).build()
             )),
@@ -46,9 +35,19 @@ impl Docker {
                 ListVolumesOptionsBuilder::new().filters(&filters).build()
             )),
         );
+        let containers =
+            containers.map_err(|err| self.error("could not list the run's containers", err))?;
         let networks =
             networks.map_err(|err| self.error("could not list the run's networks", err))?;
         let volumes = volumes.map_err(|err| self.error("could not list the run's volumes", err))?;
+
+        let removals = containers
+            .iter()
+            .filter_map(|container| container.id.as_deref())
+            .map(|id| self.remove_container(id));
+        let mut first_error = first_error(join_all(removals).await);
+
+        // Networks and volumes can go once no container uses them.
         let network_removals = networks
             .iter()
             .filter_map(|network| network.id.as_deref())

@@ -135,8 +135,6 @@ pub struct Docker {
     endpoint: Arc<str>,
     /// Images known to be present, so `ensure_image` asks the engine once per image.
     known_images: Arc<Mutex<std::collections::HashSet<String>>>,
-    /// Serialises "find or create the run's network", which the engine does not do for us.
-    network_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Docker {
@@ -174,7 +172,6 @@ impl Docker {
             client,
             endpoint: endpoint.into(),
             known_images: Arc::default(),
-            network_lock: Arc::default(),
         })
     }
 

@@ -321,10 +321,11 @@ impl Docker {
     }
 
     /// Finds or creates the run's network. The engine allows two networks with one name, so
-    /// "find or create" is serialised here.
+    /// "find or create" is serialised here, process-wide.
     async fn ensure_network(&self, run: &RunLabels) -> Result<String> {
+        static NETWORK_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let name = network_name(&run.run_id);
-        let _guard = self.network_lock.lock().await;
+        let _guard = NETWORK_LOCK.lock().await;
         let options = ListNetworksOptionsBuilder::new()
             .filters(&label_filter(crate::LABEL_RUN, &run.run_id))
             .build();

@@ -45,8 +45,10 @@ pub(crate) struct PendingFill {
 
 /// Pending fills by (endpoint, volume). Process-wide rather than per [`Docker`], so that a
 /// stage finds its run's archive even through another connection to the same engine.
-fn pending() -> &'static Mutex<HashMap<(String, String), Arc<PendingFill>>> {
-    static PENDING: OnceLock<Mutex<HashMap<(String, String), Arc<PendingFill>>>> = OnceLock::new();
+type PendingFills = Mutex<HashMap<(String, String), Arc<PendingFill>>>;
+
+fn pending() -> &'static PendingFills {
+    static PENDING: OnceLock<PendingFills> = OnceLock::new();
     PENDING.get_or_init(Mutex::default)
 }
 

@@ -7,6 +7,7 @@
 
 pub mod git;
 pub mod git_http;
+pub mod webhook;
 
 pub use git::FixtureRepo;
 pub use git_http::{GitHttpServer, RequestRecord};

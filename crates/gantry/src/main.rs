@@ -1,5 +1,6 @@
 //! The `gantry` binary: argument parsing and wiring, nothing else.
 
+mod client;
 mod output;
 mod run;
 mod serve;
@@ -38,6 +39,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Lint { file, format } => lint(&file, format),
         Command::Run(args) => run::main(args),
         Command::Serve { config } => serve::main(config.as_deref()),
+        Command::Client(command) => client::main(command),
     }
 }
 

@@ -175,20 +175,26 @@ async fn cancellation_kills_and_removes_quickly() {
     let workspace = run.workspace(&[]).await;
     let spec = run.stage(&workspace, "long", "echo started; sleep 60");
     let cancel = CancellationToken::new();
+    let (output, mut received) = tokio::sync::mpsc::channel(16);
     let stage = tokio::spawn({
         let docker = docker.clone();
         let cancel = cancel.clone();
-        async move { run_stage(&docker, &spec, cancel).await }
+        async move { docker.run_stage(&spec, output, cancel).await }
     });
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Cancel once the script is surely running.
+    let first = received.recv().await.unwrap();
+    assert_eq!(first.bytes, b"started\n");
     let cancelled_at = Instant::now();
     cancel.cancel();
-    let finished = stage.await.unwrap();
+    let termination = stage.await.unwrap().unwrap();
+    let took = cancelled_at.elapsed();
 
-    assert_eq!(finished.termination(), &Termination::Cancelled);
-    assert_eq!(finished.stdout(), "started\n");
-    let took = finished.returned - cancelled_at;
+    assert_eq!(termination, Termination::Cancelled);
+    assert!(
+        received.recv().await.is_none(),
+        "the output ends with the stage"
+    );
     assert!(took < Duration::from_secs(5), "cancellation took {took:?}");
     assert_eq!(containers_of(run.id()).await, Vec::<String>::new());
 }

@@ -17,7 +17,9 @@ const TOKEN_HINT: &str = "set GANTRY_TOKEN to the admin token (printed by 'gantr
 /// line the user sees after `error: `; it never contains the token.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot reach Gantry at {server}: {cause} (is 'gantry serve' running? set GANTRY_SERVER)")]
+    #[error(
+        "cannot reach Gantry at {server}: {cause} (is 'gantry serve' running? set GANTRY_SERVER)"
+    )]
     Unreachable { server: String, cause: String },
     #[error("the server refused the token ({status}): {message}; {TOKEN_HINT}")]
     TokenRefused { status: u16, message: String },
@@ -26,7 +28,7 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// A 4xx other than 401, 403 and 404: the server explains what was wrong.
-    #[error("{message} ({status})")]
+    #[error("{message}")]
     Rejected { status: u16, message: String },
     #[error("the server failed ({status}): {message}")]
     ServerFailed { status: u16, message: String },
@@ -91,7 +93,11 @@ impl Api {
             .timeout_global(Some(Duration::from_secs(120)))
             .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
             .build();
-        Ok(Api { agent: config.into(), base, token: token.filter(|t| !t.is_empty()) })
+        Ok(Api {
+            agent: config.into(),
+            base,
+            token: token.filter(|t| !t.is_empty()),
+        })
     }
 
     /// GET `/api/v1{path}` with the query parameters that are set.
@@ -121,6 +127,11 @@ impl Api {
             None => request.send_empty(),
         };
         self.finish(&url, result)
+    }
+
+    /// The server's address, as the user gave it (normalized).
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, path: &str) -> String {
@@ -166,11 +177,16 @@ impl Api {
             ureq::Error::ConnectionFailed => "connection failed".to_string(),
             other => other.to_string(),
         };
-        Error::Unreachable { server: self.base.clone(), cause: self.scrub(&cause) }
+        Error::Unreachable {
+            server: self.base.clone(),
+            cause: self.scrub(&cause),
+        }
     }
 
     fn status_error(&self, url: &str, status: u16, body: &str) -> Error {
-        let gantry_message = serde_json::from_str::<ErrorBody>(body).ok().map(|b| self.scrub(&b.error));
+        let gantry_message = serde_json::from_str::<ErrorBody>(body)
+            .ok()
+            .map(|b| self.scrub(&b.error));
         if status == 404 && gantry_message.is_none() {
             // Not Gantry's 404: the address is some other web server, or an
             // older Gantry without this endpoint.
@@ -204,9 +220,15 @@ impl Api {
 fn normalize_server(server: &str) -> Result<String, Error> {
     let server = server.trim().trim_end_matches('/');
     if server.is_empty() {
-        return Err(Error::Usage("GANTRY_SERVER is empty; set it to e.g. http://127.0.0.1:8080".into()));
+        return Err(Error::Usage(
+            "GANTRY_SERVER is empty; set it to e.g. http://127.0.0.1:8080".into(),
+        ));
     }
-    let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
     if url.starts_with("https://") {
         return Err(Error::Usage(format!(
             "cannot reach Gantry at {url}: this gantry speaks plain HTTP only; \
@@ -214,23 +236,35 @@ fn normalize_server(server: &str) -> Result<String, Error> {
         )));
     }
     if !url.starts_with("http://") {
-        return Err(Error::Usage(format!("'{url}' is not an http:// address; set GANTRY_SERVER to e.g. http://127.0.0.1:8080")));
+        return Err(Error::Usage(format!(
+            "'{url}' is not an http:// address; set GANTRY_SERVER to e.g. http://127.0.0.1:8080"
+        )));
     }
     Ok(url)
 }
 
 /// `connection refused` rather than `Connection refused (os error 111)`.
 fn describe_io(error: &io::Error) -> String {
-    if error.get_ref().is_none() { error.kind().to_string() } else { error.to_string() }
+    if error.get_ref().is_none() {
+        error.kind().to_string()
+    } else {
+        error.to_string()
+    }
 }
 
 /// What to say when a non-2xx body is not `{"error": ...}` (a proxy's page,
 /// say): its first line, or the status's name.
 fn fallback_message(status: u16, body: &str) -> String {
-    let first = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    let first = body
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
     if first.is_empty() || first.starts_with('<') {
-        let reason =
-            ureq::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("no reason");
+        let reason = ureq::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("no reason");
         return reason.to_string();
     }
     first.chars().take(200).collect()
@@ -256,8 +290,14 @@ mod tests {
     #[test]
     fn server_addresses() {
         let ok = |s: &str| normalize_server(s).map_err(|e| e.to_string());
-        assert_eq!(ok("http://127.0.0.1:8080/"), Ok("http://127.0.0.1:8080".to_string()));
-        assert_eq!(ok("ci.example.com:8080"), Ok("http://ci.example.com:8080".to_string()));
+        assert_eq!(
+            ok("http://127.0.0.1:8080/"),
+            Ok("http://127.0.0.1:8080".to_string())
+        );
+        assert_eq!(
+            ok("ci.example.com:8080"),
+            Ok("http://ci.example.com:8080".to_string())
+        );
         assert_eq!(ok(" http://h/gantry "), Ok("http://h/gantry".to_string()));
         expect_test::expect![[r#"
             Err(
@@ -281,20 +321,36 @@ mod tests {
 
     #[test]
     fn status_errors_name_the_problem_and_hide_the_token() {
-        let api = |token: Option<&str>| Api::new("http://127.0.0.1:1", token.map(String::from)).expect("valid address");
+        let api = |token: Option<&str>| {
+            Api::new("http://127.0.0.1:1", token.map(String::from)).expect("valid address")
+        };
         let with = api(Some("s3cret"));
-        let check = |api: &Api, status, body: &str| api.status_error("http://x/api/v1/runs", status, body).to_string();
+        let check = |api: &Api, status, body: &str| {
+            api.status_error("http://x/api/v1/runs", status, body)
+                .to_string()
+        };
         expect_test::expect!["the server refused the token (401): token *** is wrong; set GANTRY_TOKEN to the admin token (printed by 'gantry serve' at first start, stored in <data_dir>/admin-token)"]
             .assert_eq(&check(&with, 401, r#"{"error": "token s3cret\nis wrong"}"#));
         expect_test::expect!["the server wants a token (401): missing bearer token; set GANTRY_TOKEN to the admin token (printed by 'gantry serve' at first start, stored in <data_dir>/admin-token)"]
             .assert_eq(&check(&api(None), 401, r#"{"error": "missing bearer token"}"#));
-        expect_test::expect!["run 42 does not exist"].assert_eq(&check(&with, 404, r#"{"error": "run 42 does not exist"}"#));
+        expect_test::expect!["run 42 does not exist"].assert_eq(&check(
+            &with,
+            404,
+            r#"{"error": "run 42 does not exist"}"#,
+        ));
         expect_test::expect!["unexpected answer from http://x/api/v1/runs: 404 Not Found without a Gantry error; is GANTRY_SERVER the address of 'gantry serve'?"]
             .assert_eq(&check(&with, 404, "<html>nope</html>"));
-        expect_test::expect!["run 12 has already finished (409)"]
-            .assert_eq(&check(&with, 409, r#"{"error": "run 12 has already finished"}"#));
-        expect_test::expect!["the server failed (502): Bad Gateway"].assert_eq(&check(&with, 502, "<html>"));
-        expect_test::expect!["the server failed (500): database is locked"]
-            .assert_eq(&check(&with, 500, "database is locked\n"));
+        expect_test::expect!["run 12 has already finished (success)"].assert_eq(&check(
+            &with,
+            409,
+            r#"{"error": "run 12 has already finished (success)"}"#,
+        ));
+        expect_test::expect!["the server failed (502): Bad Gateway"]
+            .assert_eq(&check(&with, 502, "<html>"));
+        expect_test::expect!["the server failed (500): database is locked"].assert_eq(&check(
+            &with,
+            500,
+            "database is locked\n",
+        ));
     }
 }

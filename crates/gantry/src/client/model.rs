@@ -39,7 +39,10 @@ pub struct Run {
 
 impl Run {
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "success" | "failure" | "cancelled" | "error")
+        matches!(
+            self.status.as_str(),
+            "success" | "failure" | "cancelled" | "error"
+        )
     }
 }
 

@@ -62,7 +62,10 @@ impl From<String> for Cell {
 }
 
 fn status_cell(status: &str) -> Cell {
-    Cell { text: status.to_string(), colour: status_colour(status) }
+    Cell {
+        text: status.to_string(),
+        colour: status_colour(status),
+    }
 }
 
 /// Columns padded to their widest cell (measured without colour codes),
@@ -115,12 +118,20 @@ pub fn git_ref(git_ref: &str) -> String {
 
 /// The first 8 characters of a commit id; `-` while it is not resolved.
 pub fn short_sha(sha: &str) -> String {
-    if sha.is_empty() { "-".to_string() } else { sha.chars().take(8).collect() }
+    if sha.is_empty() {
+        "-".to_string()
+    } else {
+        sha.chars().take(8).collect()
+    }
 }
 
 /// A commit message's first line, cut to `width` characters with `…`.
 pub fn message_summary(message: &str, width: usize) -> String {
-    let first = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    let first = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
     if first.chars().count() <= width {
         return first.to_string();
     }
@@ -139,13 +150,22 @@ pub fn ago(time: Time, view: &View) -> String {
         60..3600 => format!("{}m ago", secs / 60),
         3600..86400 => format!("{}h ago", secs / 3600),
         86400..604800 => format!("{}d ago", secs / 86400),
-        _ => time.with_timezone(&view.offset).format("%Y-%m-%d").to_string(),
+        _ => time
+            .with_timezone(&view.offset)
+            .format("%Y-%m-%d")
+            .to_string(),
     }
 }
 
-/// `2024-05-01 14:03:05 (5m ago)` in local time.
+/// `2024-05-01 14:03:05 (5m ago)` in local time; no `(ago)` beyond a week,
+/// where it would only repeat the date.
 fn when(time: Time, view: &View) -> String {
-    format!("{} ({})", time.with_timezone(&view.offset).format("%Y-%m-%d %H:%M:%S"), ago(time, view))
+    let absolute = time.with_timezone(&view.offset).format("%Y-%m-%d %H:%M:%S");
+    if (view.now - time).num_days() >= 7 {
+        absolute.to_string()
+    } else {
+        format!("{absolute} ({})", ago(time, view))
+    }
 }
 
 fn elapsed(from: Time, to: Time) -> Duration {
@@ -173,7 +193,9 @@ pub fn run_duration(run: &Run, view: &View) -> String {
 fn stage_duration(stage: &Stage, view: &View) -> String {
     match (stage.started_at, stage.finished_at) {
         (Some(started), Some(finished)) => human_duration(elapsed(started, finished)),
-        (Some(started), None) if stage.status == "running" => format!("running {}", so_far(started, view)),
+        (Some(started), None) if stage.status == "running" => {
+            format!("running {}", so_far(started, view))
+        }
         _ => "-".to_string(),
     }
 }
@@ -194,19 +216,36 @@ pub fn runs_table(runs: &[Run], view: &View) -> String {
                 Cell::from(run.event.clone()),
                 Cell::from(run_ref(run.branch.as_deref(), run.tag.as_deref())),
                 Cell::from(short_sha(&run.commit_sha)),
-                Cell::from(run.commit_message.as_deref().map(|m| message_summary(m, MESSAGE_WIDTH)).unwrap_or_default()),
-                Cell::from(run.started_at.map(|t| ago(t, view)).unwrap_or_else(|| "-".to_string())),
+                Cell::from(
+                    run.commit_message
+                        .as_deref()
+                        .map(|m| message_summary(m, MESSAGE_WIDTH))
+                        .unwrap_or_default(),
+                ),
+                Cell::from(
+                    run.started_at
+                        .map(|t| ago(t, view))
+                        .unwrap_or_else(|| "-".to_string()),
+                ),
                 Cell::from(run_duration(run, view)),
             ]
         })
         .collect();
-    let header = ["RUN", "PROJECT", "#", "STATUS", "EVENT", "REF", "COMMIT", "MESSAGE", "STARTED", "DURATION"];
+    let header = [
+        "RUN", "PROJECT", "#", "STATUS", "EVENT", "REF", "COMMIT", "MESSAGE", "STARTED", "DURATION",
+    ];
     table(view, &header, rows)
 }
 
 /// `run 12 (demo/backend #3) queued`: how trigger, cancel and rerun name a run.
 pub fn run_line(run: &Run, view: &View) -> String {
-    format!("run {} ({} #{}) {}", run.id, run.project, run.number, view.status(&run.status))
+    format!(
+        "run {} ({} #{}) {}",
+        run.id,
+        run.project,
+        run.number,
+        view.status(&run.status)
+    )
 }
 
 /// `gantry show`: the run's facts, then its stages.
@@ -217,28 +256,50 @@ pub fn run_page(run: &Run, view: &View) -> String {
     ];
     let commit = match (run.commit_sha.as_str(), run.commit_message.as_deref()) {
         ("", _) => "(not resolved yet)".to_string(),
-        (sha, Some(message)) => format!("{}  {}", short_sha(sha), message_summary(message, usize::MAX)),
+        (sha, Some(message)) => format!(
+            "{}  {}",
+            short_sha(sha),
+            message_summary(message, usize::MAX)
+        ),
         (sha, None) => short_sha(sha),
     };
     facts.push(("commit", commit));
     if let Some(reason) = &run.reason {
         facts.push(("reason", reason.clone()));
     }
-    let times = [("created", run.created_at), ("started", run.started_at), ("finished", run.finished_at)];
-    facts.extend(times.into_iter().filter_map(|(name, time)| Some((name, when(time?, view)))));
+    let times = [
+        ("created", run.created_at),
+        ("started", run.started_at),
+        ("finished", run.finished_at),
+    ];
+    facts.extend(
+        times
+            .into_iter()
+            .filter_map(|(name, time)| Some((name, when(time?, view)))),
+    );
     facts.push(("duration", run_duration(run, view)));
     if let Some(original) = run.rerun_of {
         facts.push(("rerun of", format!("run {original}")));
     }
 
-    let mut out = format!("run {}  {} #{}  {}\n", run.id, run.project, run.number, view.status(&run.status));
+    let mut out = format!(
+        "run {}  {} #{}  {}\n",
+        run.id,
+        run.project,
+        run.number,
+        view.status(&run.status)
+    );
     let width = facts.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     for (name, value) in facts {
         out.push_str(&format!("{name:<width$}  {value}\n"));
     }
     out.push('\n');
     if run.stages.is_empty() {
-        out.push_str("no stages yet\n");
+        out.push_str(if run.is_finished() {
+            "no stages ran\n"
+        } else {
+            "no stages yet\n"
+        });
         return out;
     }
     let rows = run
@@ -248,14 +309,27 @@ pub fn run_page(run: &Run, view: &View) -> String {
             vec![
                 Cell::from(stage.name.clone()),
                 status_cell(&stage.status),
-                Cell::from(if stage.attempt == 0 { "-".to_string() } else { stage.attempt.to_string() }),
-                Cell::from(stage.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".to_string())),
+                Cell::from(if stage.attempt == 0 {
+                    "-".to_string()
+                } else {
+                    stage.attempt.to_string()
+                }),
+                Cell::from(
+                    stage
+                        .exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".to_string()),
+                ),
                 Cell::from(stage_duration(stage, view)),
                 Cell::from(stage.reason.clone().unwrap_or_default()),
             ]
         })
         .collect();
-    out.push_str(&table(view, &["STAGE", "STATUS", "ATTEMPT", "EXIT", "DURATION", "REASON"], rows));
+    out.push_str(&table(
+        view,
+        &["STAGE", "STATUS", "ATTEMPT", "EXIT", "DURATION", "REASON"],
+        rows,
+    ));
     out
 }
 
@@ -263,9 +337,13 @@ pub fn run_page(run: &Run, view: &View) -> String {
 pub fn final_line(run: &Run, view: &View) -> String {
     let mut line = format!("run {} {}", run.id, run.status);
     if let (Some(started), Some(finished)) = (run.started_at, run.finished_at) {
-        line.push_str(&format!(" in {}", human_duration(elapsed(started, finished))));
+        line.push_str(&format!(
+            " in {}",
+            human_duration(elapsed(started, finished))
+        ));
     }
-    if let Some(reason) = &run.reason {
+    // `run 4 cancelled: cancelled` would say it twice.
+    if let Some(reason) = run.reason.as_ref().filter(|r| **r != run.status) {
         line.push_str(&format!(": {reason}"));
     }
     match status_colour(&run.status) {
@@ -288,14 +366,40 @@ pub fn deliveries_table(deliveries: &[Delivery], view: &View) -> String {
                 Cell::from(text(&d.guid)),
                 Cell::from(text(&d.event)),
                 Cell::from(text(&d.project)),
-                Cell::from(d.git_ref.as_deref().map(git_ref).unwrap_or_else(|| "-".to_string())),
+                Cell::from(
+                    d.git_ref
+                        .as_deref()
+                        .map(git_ref)
+                        .unwrap_or_else(|| "-".to_string()),
+                ),
                 Cell::from(text(&d.outcome)),
-                Cell::from(d.run_id.map(|id| id.to_string()).unwrap_or_else(|| "-".to_string())),
-                Cell::from(d.received_at.map(|t| ago(t, view)).unwrap_or_else(|| "-".to_string())),
+                Cell::from(
+                    d.run_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_else(|| "-".to_string()),
+                ),
+                Cell::from(
+                    d.received_at
+                        .map(|t| ago(t, view))
+                        .unwrap_or_else(|| "-".to_string()),
+                ),
             ]
         })
         .collect();
-    table(view, &["ID", "GUID", "EVENT", "REPOSITORY", "REF", "OUTCOME", "RUN", "RECEIVED"], rows)
+    table(
+        view,
+        &[
+            "ID",
+            "GUID",
+            "EVENT",
+            "REPOSITORY",
+            "REF",
+            "OUTCOME",
+            "RUN",
+            "RECEIVED",
+        ],
+        rows,
+    )
 }
 
 /// `gantry projects`.
@@ -325,7 +429,10 @@ pub fn projects_table(projects: &[Project], view: &View) -> String {
 pub fn log_prefix(name: &str, index: usize, width: usize, view: &View) -> String {
     let padded = format!("{name:<width$} |");
     if view.colour {
-        format!("\x1b[{}m{padded}{RESET}", STAGE_COLOURS[index % STAGE_COLOURS.len()])
+        format!(
+            "\x1b[{}m{padded}{RESET}",
+            STAGE_COLOURS[index % STAGE_COLOURS.len()]
+        )
     } else {
         padded
     }
@@ -334,7 +441,11 @@ pub fn log_prefix(name: &str, index: usize, width: usize, view: &View) -> String
 /// A log line after its prefix; on a terminal, colours the line leaves open
 /// are reset so they do not bleed into the next prefix.
 pub fn log_line(prefix: &str, line: &str, view: &View) -> String {
-    if view.colour { format!("{prefix} {line}{RESET}\n") } else { format!("{prefix} {line}\n") }
+    if view.colour {
+        format!("{prefix} {line}{RESET}\n")
+    } else {
+        format!("{prefix} {line}\n")
+    }
 }
 
 /// Indents valid JSON like `serde_json::to_string_pretty`, keeping the
@@ -400,11 +511,18 @@ mod tests {
     use super::*;
 
     fn at(h: u32, m: u32, s: u32) -> Time {
-        chrono::Utc.with_ymd_and_hms(2024, 5, 1, h, m, s).single().expect("valid time")
+        chrono::Utc
+            .with_ymd_and_hms(2024, 5, 1, h, m, s)
+            .single()
+            .expect("valid time")
     }
 
     fn view() -> View {
-        View { colour: false, now: at(12, 0, 0), offset: FixedOffset::east_opt(0).expect("valid offset") }
+        View {
+            colour: false,
+            now: at(12, 0, 0),
+            offset: FixedOffset::east_opt(0).expect("valid offset"),
+        }
     }
 
     fn run(json: serde_json::Value) -> Run {
@@ -442,7 +560,10 @@ mod tests {
     #[test]
     fn messages() {
         assert_eq!(message_summary("\n  Fix it  \n\nbody", 50), "Fix it");
-        assert_eq!(message_summary("Make the cache key include the lockfile hash", 20), "Make the cache key…");
+        assert_eq!(
+            message_summary("Make the cache key include the lockfile hash", 20),
+            "Make the cache key…"
+        );
         assert_eq!(message_summary("ünïcödé everywhere", 8), "ünïcödé…");
         assert_eq!(message_summary("", 50), "");
     }
@@ -470,16 +591,28 @@ mod tests {
         let d = |json| run_duration(&run(json), &view);
         assert_eq!(d(serde_json::json!({})), "1m 5s");
         assert_eq!(
-            d(serde_json::json!({"finished_at": "2024-05-01T11:50:02.350Z", "started_at": "2024-05-01T11:50:02Z"})),
+            d(
+                serde_json::json!({"finished_at": "2024-05-01T11:50:02.350Z", "started_at": "2024-05-01T11:50:02Z"})
+            ),
             "350ms"
         );
-        assert_eq!(d(serde_json::json!({"status": "running", "finished_at": null, "started_at": "2024-05-01T11:59:47.6Z"})), "running 12s");
         assert_eq!(
-            d(serde_json::json!({"status": "queued", "started_at": null, "finished_at": null, "created_at": "2024-05-01T11:59:57Z"})),
+            d(
+                serde_json::json!({"status": "running", "finished_at": null, "started_at": "2024-05-01T11:59:47.6Z"})
+            ),
+            "running 12s"
+        );
+        assert_eq!(
+            d(
+                serde_json::json!({"status": "queued", "started_at": null, "finished_at": null, "created_at": "2024-05-01T11:59:57Z"})
+            ),
             "queued 3s"
         );
         // Cancelled before it started.
-        assert_eq!(d(serde_json::json!({"status": "cancelled", "started_at": null})), "-");
+        assert_eq!(
+            d(serde_json::json!({"status": "cancelled", "started_at": null})),
+            "-"
+        );
     }
 
     fn sample_runs() -> Vec<Run> {
@@ -503,20 +636,26 @@ mod tests {
         check(
             runs_table(&sample_runs(), &view()),
             expect![[r#"
-                RUN  PROJECT        #  STATUS   EVENT   REF         COMMIT    MESSAGE                                            STARTED     DURATION
-                14   demo/backend   5  running  manual  main        -                                                            30s ago     running 30s
-                13   demo/frontend  1  failure  tag     tag:v1.0.0  01234567  Release 1.0: the long awaited release with every…  3d ago      12m 30s
-                12   demo/backend   3  success  push    main        01234567  Fix the login form                                 9m ago      1m 5s
+                RUN  PROJECT        #  STATUS   EVENT   REF         COMMIT    MESSAGE                                            STARTED  DURATION
+                14   demo/backend   5  running  manual  main        -                                                            30s ago  running 30s
+                13   demo/frontend  1  failure  tag     tag:v1.0.0  01234567  Release 1.0: the long awaited release with every…  3d ago   12m 30s
+                12   demo/backend   3  success  push    main        01234567  Fix the login form                                 9m ago   1m 5s
             "#]],
         );
-        check(runs_table(&[], &view()), expect![[r#"
+        check(
+            runs_table(&[], &view()),
+            expect![[r#"
             no runs
-        "#]]);
+        "#]],
+        );
     }
 
     #[test]
     fn colour_does_not_shift_columns() {
-        let view = View { colour: true, ..view() };
+        let view = View {
+            colour: true,
+            ..view()
+        };
         let text = runs_table(&sample_runs()[1..], &view);
         check(
             text.replace('\x1b', "^"),
@@ -566,7 +705,13 @@ mod tests {
             "created_at": "2024-05-01T11:59:50Z", "started_at": null, "finished_at": null,
         }));
         check(
-            run_page(&queued, &View { offset: FixedOffset::east_opt(2 * 3600).expect("valid offset"), ..view() }),
+            run_page(
+                &queued,
+                &View {
+                    offset: FixedOffset::east_opt(2 * 3600).expect("valid offset"),
+                    ..view()
+                },
+            ),
             expect![[r#"
                 run 12  demo/backend #3  queued
                 event     manual
@@ -584,10 +729,28 @@ mod tests {
     fn lines_about_a_run() {
         let view = view();
         let failed = run(serde_json::json!({"status": "failure", "reason": "stage 'test' failed"}));
-        check(final_line(&failed, &view), expect!["run 12 failure in 1m 5s: stage 'test' failed"]);
-        check(run_line(&failed, &view), expect!["run 12 (demo/backend #3) failure"]);
         check(
-            final_line(&failed, &View { colour: true, ..view }).replace('\x1b', "^"),
+            final_line(&failed, &view),
+            expect!["run 12 failure in 1m 5s: stage 'test' failed"],
+        );
+        check(
+            run_line(&failed, &view),
+            expect!["run 12 (demo/backend #3) failure"],
+        );
+        let cancelled = run(serde_json::json!({"status": "cancelled", "reason": "cancelled"}));
+        check(
+            final_line(&cancelled, &view),
+            expect!["run 12 cancelled in 1m 5s"],
+        );
+        check(
+            final_line(
+                &failed,
+                &View {
+                    colour: true,
+                    ..view
+                },
+            )
+            .replace('\x1b', "^"),
             expect!["^[1m^[31mrun 12 failure in 1m 5s: stage 'test' failed^[0m"],
         );
     }
@@ -635,8 +798,14 @@ mod tests {
     #[test]
     fn log_prefixes() {
         let view = view();
-        assert_eq!(log_line(&log_prefix("test", 1, 5, &view), "ok", &view), "test  | ok\n");
-        let colour = View { colour: true, ..view };
+        assert_eq!(
+            log_line(&log_prefix("test", 1, 5, &view), "ok", &view),
+            "test  | ok\n"
+        );
+        let colour = View {
+            colour: true,
+            ..view
+        };
         assert_eq!(
             log_line(&log_prefix("test", 1, 5, &colour), "ok", &colour).replace('\x1b', "^"),
             "^[35mtest  |^[0m ok^[0m\n"
@@ -668,6 +837,9 @@ mod tests {
         // Same text as serde_json's own pretty printer, where the order agrees.
         let sorted = r#"{"a":[1,{"b":null}],"c":{"d":"e"},"f":[]}"#;
         let value: serde_json::Value = serde_json::from_str(sorted).expect("valid JSON");
-        assert_eq!(pretty_json(sorted), serde_json::to_string_pretty(&value).expect("serializable"));
+        assert_eq!(
+            pretty_json(sorted),
+            serde_json::to_string_pretty(&value).expect("serializable")
+        );
     }
 }

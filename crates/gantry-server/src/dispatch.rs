@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use gantry_pipeline::Event;
-use gantry_store::{Delivery, NewRun, RunStatus};
+use gantry_store::{Delivery, NewRun};
 use serde_json::Value;
 
 use crate::state::{App, credentials};
@@ -191,25 +191,16 @@ async fn decide_push(app: &Arc<App>, delivery: &Delivery) -> Result<(String, Opt
 }
 
 /// A run in state `error` that shows why the pipeline could not start.
-async fn make_error_run(
-    app: &Arc<App>,
-    new_run: NewRun,
-    reason: &str,
-) -> Result<(String, Option<i64>), String> {
+async fn make_error_run(app: &Arc<App>, new_run: NewRun, reason: &str) -> Result<(String, Option<i64>), String> {
     let run = app
         .store
-        .create_run(new_run)
+        .create_failed_run(new_run, reason)
         .await
         .map_err(|e| format!("error: cannot create the run: {e}"))?;
-    app.store
-        .finish_run(run.id, RunStatus::Error, Some(reason))
-        .await
-        .map_err(|e| format!("error: cannot record the run's error: {e}"))?;
+    app.metrics
+        .run_finished(&run.project, gantry_store::RunStatus::Error, None);
     let first_line = reason.lines().next().unwrap_or_default();
-    Ok((
-        format!("run #{} error: {first_line}", run.number),
-        Some(run.id),
-    ))
+    Ok((format!("run #{} error: {first_line}", run.number), Some(run.id)))
 }
 
 fn short_ref(git_ref: &str) -> &str {

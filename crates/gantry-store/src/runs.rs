@@ -14,6 +14,17 @@ use crate::{Error, Result, Store};
 impl Store {
     /// Queues a run, giving it the next number of its project.
     pub async fn create_run(&self, run: NewRun) -> Result<Run> {
+        self.insert_run(run, None).await
+    }
+
+    /// Records a run that ended before it could start (the commit could not be
+    /// fetched, the pipeline file is invalid): it gets its number like any run,
+    /// but is never queued, so no runner can pick it up.
+    pub async fn create_failed_run(&self, run: NewRun, reason: &str) -> Result<Run> {
+        self.insert_run(run, Some(reason)).await
+    }
+
+    async fn insert_run(&self, run: NewRun, error: Option<&str>) -> Result<Run> {
         let action = || format!("create a run for project {}", run.project);
         let mut tx = self
             .writer
@@ -33,12 +44,13 @@ impl Store {
         .context(action)?;
         let created = sqlx::query(concat!(
             "INSERT INTO runs (project, number, status, event, branch, tag, commit_sha, \
-             commit_message, delivery_id, rerun_of, created_at) \
-             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+             commit_message, delivery_id, rerun_of, created_at, reason, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
             run_columns!()
         ))
         .bind(&run.project)
         .bind(number)
+        .bind(if error.is_some() { "error" } else { "queued" })
         .bind(&run.event)
         .bind(&run.branch)
         .bind(&run.tag)
@@ -47,6 +59,8 @@ impl Store {
         .bind(run.delivery_id)
         .bind(run.rerun_of)
         .bind(Utc::now())
+        .bind(error)
+        .bind(error.map(|_| Utc::now()))
         .try_map(rows::run)
         .fetch_one(&mut *tx)
         .await

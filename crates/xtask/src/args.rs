@@ -38,6 +38,11 @@ impl Args {
         Ok(Some(self.0.remove(at)))
     }
 
+    /// Takes every remaining argument, to pass on to another program.
+    pub fn rest(self) -> Vec<String> {
+        self.0
+    }
+
     /// Fails on whatever was not taken.
     pub fn finish(self) -> Result<()> {
         if !self.0.is_empty() {

@@ -24,6 +24,9 @@ tasks:
     provision                     install Debian packages, start dockerd, build the test images
     images [--tag-suffix S]       build the test images that are missing; a suffix like -try
                                   builds local/busybox:latest-try (...) instead, to test the build
+    serve [ARGS...]               provision Docker and the images, then `gantry serve ARGS`
+                                  (127.0.0.1:8080, SQLite in ./gantry-data unless configured)
+    demo                          provision, then `gantry run` on pipelines/examples/hello
 ";
 
 fn main() -> ExitCode {
@@ -61,6 +64,17 @@ fn run(mut args: Args) -> Result<()> {
             args.finish()?;
             images::ensure_all(&tag_suffix)
         }
+        "serve" => {
+            let mut rest = vec!["serve".to_string()];
+            rest.extend(args.rest());
+            provision()?;
+            gantry(&rest, &std::env::current_dir().context("cannot read the current directory")?)
+        }
+        "demo" => {
+            args.finish()?;
+            provision()?;
+            gantry(&["run".to_string()], &workspace_root().join("pipelines/examples/hello"))
+        }
         "bench" => bench::main(args),
         "help" | "-h" | "--help" => {
             print_usage();
@@ -94,6 +108,27 @@ fn test() -> Result<()> {
             "the test suite failed: fix the test failures or compile errors above; \
              `cargo test -p CRATE NAME` re-runs a single test",
         )
+}
+
+/// Builds Gantry (release) and runs it with `args` in `dir`, passing its exit status on.
+fn gantry(args: &[String], dir: &Path) -> Result<()> {
+    eprintln!("==> building gantry (release)");
+    cmd::cargo()
+        .args(["build", "--release", "--quiet", "-p", "gantry"])
+        .current_dir(&workspace_root())
+        .run()
+        .context("building gantry failed")?;
+    let bin = workspace_root().join("target/release/gantry");
+    eprintln!("==> gantry {}", args.join(" "));
+    let status = std::process::Command::new(&bin)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    if !status.success() {
+        bail!("gantry {} exited with {status}", args.join(" "));
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {

@@ -26,7 +26,9 @@ const ONE_STAGE_PIPELINE: &str = r#"stages:
 
 pub const USAGE: &str =
     "    bench run [--iterations N]    `gantry run` of a one-stage pipeline against `docker run`
-    bench floor [--iterations N]  the `docker run --rm local/busybox` floor alone";
+    bench floor [--iterations N]  the `docker run --rm local/busybox` floor alone
+    bench server [--iterations N] `gantry serve`: webhook to finished run, a burst of 40,
+                                  ingestion rate and latency, memory (vs git clone + docker run)";
 
 pub fn main(mut args: Args) -> Result<()> {
     let name = args
@@ -44,8 +46,28 @@ pub fn main(mut args: Args) -> Result<()> {
     match name.as_str() {
         "run" => run(iterations),
         "floor" => floor(iterations),
-        other => bail!("no benchmark named `{other}`; there are: run, floor"),
+        "server" => server(iterations),
+        other => bail!("no benchmark named `{other}`; there are: run, floor, server"),
     }
+}
+
+/// The server benchmark is a Rust program of its own (it signs webhooks and
+/// speaks HTTP, which xtask keeps out of its dependencies).
+fn server(iterations: usize) -> Result<()> {
+    require_busybox()?;
+    eprintln!("==> building gantry and the server benchmark in release mode");
+    for args in [&["-p", "gantry"][..], &["-p", "gantry-server", "--example", "server_bench"]] {
+        cmd::cargo()
+            .args(["build", "--release"])
+            .args(args.iter().copied())
+            .run()
+            .context("building the server benchmark failed")?;
+    }
+    Cmd::new(target_dir().join("release/examples/server_bench"))
+        .arg(iterations.to_string())
+        .env("GANTRY_BIN", target_dir().join("release/gantry"))
+        .run()
+        .context("the server benchmark failed")
 }
 
 /// A command under measurement, built afresh for every iteration.

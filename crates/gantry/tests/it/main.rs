@@ -1,7 +1,8 @@
-//! The `gantry` binary as a user runs it: `gantry lint` and `gantry run`
-//! against the real Docker engine.
+//! The `gantry` binary as a user runs it: `gantry lint`, `gantry run`,
+//! `gantry serve` and the client commands, against the real Docker engine.
 
 mod client;
 mod lint;
 mod run;
+mod serve;
 mod support;

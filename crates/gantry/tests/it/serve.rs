@@ -1,0 +1,236 @@
+//! `gantry serve` as a process: the CLI against it, and a `kill -9` in the
+//! middle of a run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_testkit::FixtureRepo;
+use gantry_testkit::webhook::{Push, sign};
+use serde_json::Value;
+
+use crate::support::{Run, docker_available, docker_objects, gantry_bin};
+
+const TOKEN: &str = "serve-test-token";
+const SECRET: &str = "serve-test-secret";
+
+struct Served {
+    child: Option<Child>,
+    port: u16,
+    config: PathBuf,
+}
+
+impl Served {
+    fn start(dir: &Path, clone_url: &str) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let data = dir.join("data");
+        let config = dir.join("gantry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\n[[project]]\nname = \"demo/app\"\nclone_url = \"{clone_url}\"\nwebhook_secret = \"{SECRET}\"\n",
+                data.display()
+            ),
+        )
+        .expect("config");
+        let mut served = Served { child: None, port, config };
+        served.spawn();
+        served
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(gantry_bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("GANTRY_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gantry serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "gantry serve did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Run {
+        Run::from(
+            Command::new(gantry_bin())
+                .args(args)
+                .env("GANTRY_SERVER", format!("http://127.0.0.1:{}", self.port))
+                .env("GANTRY_TOKEN", TOKEN)
+                .env("NO_COLOR", "1")
+                .output()
+                .expect("run the CLI"),
+        )
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let r = self.cli(&with_json);
+        assert_eq!(r.code, Some(0), "{}", r.debug());
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.debug()))
+    }
+
+    fn push(&self, guid: &str, sha: &str, clone_url: &str) -> u16 {
+        let body = Push { repository: "demo/app", clone_url, git_ref: "refs/heads/main", before: &"0".repeat(40), after: sha, message: "m", deleted: false }
+            .to_json()
+            .to_string();
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        agent
+            .post(format!("http://127.0.0.1:{}/hooks/github", self.port))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", guid)
+            .header("X-Hub-Signature-256", sign(SECRET, body.as_bytes()))
+            .send(body.as_bytes())
+            .expect("webhook")
+            .status()
+            .as_u16()
+    }
+
+    fn wait(&self, id: &str, what: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let run = self.json(&["show", id]);
+            if what(&run) {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {id} never got there: {run:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn finished(run: &Value) -> bool {
+    matches!(run["status"].as_str(), Some("success" | "failure" | "cancelled" | "error"))
+}
+
+#[test]
+fn cli_triggers_follows_cancels_and_reruns() {
+    if !docker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let repo = FixtureRepo::new();
+    repo.write(".gantry.yml", "stages:\n  - { name: hello, image: local/busybox, commands: [\"echo hello from $GANTRY_EVENT\"] }\n");
+    repo.commit("first");
+    let served = Served::start(dir.path(), &repo.file_url());
+
+    let r = served.cli(&["trigger", "demo/app", "--branch", "main", "--follow"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert!(r.stdout.contains("hello from manual"), "{}", r.debug());
+    let r = served.cli(&["runs"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert!(r.stdout.contains("demo/app") && r.stdout.contains("success"), "{}", r.debug());
+
+    // A long run, cancelled from the CLI, then re-run.
+    repo.write(".gantry.yml", "stages:\n  - { name: long, image: local/busybox, commands: [\"echo started\", \"sleep 300\"] }\n");
+    repo.commit("long");
+    let run = served.json(&["trigger", "demo/app", "--branch", "main"]);
+    let id = run["id"].to_string();
+    served.wait(&id, |r| r["stages"][0]["status"] == "running");
+    let r = served.cli(&["cancel", &id]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    let run = served.wait(&id, finished);
+    assert_eq!(run["status"], "cancelled");
+    let r = served.cli(&["rerun", &id]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert!(r.stdout.contains(&format!("rerun of run {id}")), "{}", r.debug());
+    let r = served.cli(&["show", "999"]);
+    assert_eq!(r.code, Some(3), "not found: {}", r.debug());
+    let newest = served.json(&["runs", "--limit", "1"]);
+    let rerun_id = newest["runs"][0]["id"].to_string();
+    served.wait(&rerun_id, |r| r["stages"][0]["status"] == "running");
+    served.cli(&["cancel", &rerun_id]);
+    served.wait(&rerun_id, finished);
+}
+
+#[test]
+fn kill_9_during_a_run_loses_nothing_and_leaves_no_container() {
+    if !docker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let repo = FixtureRepo::new();
+    repo.write(".gantry.yml", "on: { push: { branches: [main] } }\nstages:\n  - { name: long, image: local/busybox, commands: [\"echo started\", \"sleep 300\"] }\n");
+    let long = repo.commit("long");
+    let mut served = Served::start(dir.path(), &repo.file_url());
+
+    assert_eq!(served.push("before-crash", &long, &repo.file_url()), 202);
+    let interrupted = served.wait_delivery_run("before-crash");
+    served.wait(&interrupted, |r| r["stages"][0]["status"] == "running");
+    // The stage's container is up; a few more deliveries arrive, then the server dies.
+    repo.write(".gantry.yml", "on: { push: { branches: [main] } }\nstages:\n  - { name: quick, image: local/busybox, commands: [\"echo quick\"] }\n");
+    let quick = repo.commit("quick");
+    for i in 0..3 {
+        assert_eq!(served.push(&format!("racing-{i}"), &quick, &repo.file_url()), 202);
+    }
+    served.kill9();
+    assert!(!docker_objects("container", "label=gantry.owner").is_empty(), "the stage's container outlived the server");
+
+    served.spawn();
+    let run = served.wait(&interrupted, finished);
+    assert_eq!(run["status"], "error", "{run:#}");
+    assert_eq!(run["reason"], "interrupted by server restart");
+    assert_eq!(run["stages"][0]["status"], "cancelled");
+    for i in 0..3 {
+        let id = served.wait_delivery_run(&format!("racing-{i}"));
+        let run = served.wait(&id, finished);
+        assert_eq!(run["status"], "success", "a delivery accepted before the crash still ran: {run:#}");
+    }
+    // Nothing of the interrupted run is left in Docker: its containers carry
+    // `gantry.run = <owner>-<run id>`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--filter", "label=gantry.run", "--format", "{{.Label \"gantry.run\"}}"])
+            .output()
+            .expect("docker");
+        let suffix = format!("-{interrupted}");
+        let left: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|run| run.starts_with("server-") && run.ends_with(&suffix))
+            .map(String::from)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "containers left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Served {
+    fn wait_delivery_run(&self, guid: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = self.json(&["deliveries"]);
+            if let Some(d) = list["deliveries"].as_array().and_then(|a| a.iter().find(|d| d["guid"] == guid))
+                && !d["run_id"].is_null()
+            {
+                return d["run_id"].to_string();
+            }
+            assert!(Instant::now() < deadline, "delivery {guid} made no run: {list:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

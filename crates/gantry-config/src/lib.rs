@@ -45,6 +45,39 @@ impl fmt::Display for Secret {
 pub struct Config {
     pub server: ServerConfig,
     pub projects: Vec<Project>,
+    /// Credentials for `build` stages, by `registry:` name.
+    pub registries: Vec<Registry>,
+    /// Where `deploy` stages roll out, by `cluster:` name.
+    pub clusters: Vec<Cluster>,
+}
+
+/// A container registry (`[[registry]]`): Nexus, GHCR or any other speaking
+/// the registry v2 protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registry {
+    pub name: String,
+    pub kind: RegistryKind,
+    /// `host[:port]`; `ghcr.io` for GHCR unless given.
+    pub address: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryKind {
+    Nexus,
+    Ghcr,
+    Generic,
+}
+
+/// A Kubernetes cluster (`[[cluster]]`): a kubeconfig (and context), or the
+/// service account Gantry runs under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub in_cluster: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +138,30 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     project: Vec<RawProject>,
+    #[serde(default)]
+    registry: Vec<RawRegistry>,
+    #[serde(default)]
+    cluster: Vec<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    name: Spanned<String>,
+    kind: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    username: Spanned<String>,
+    password: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Spanned<String>,
+    kubeconfig: Option<Spanned<String>>,
+    context: Option<Spanned<String>>,
+    #[serde(default)]
+    in_cluster: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -250,7 +307,64 @@ pub fn parse(
         });
     }
 
+    let mut registries = Vec::new();
+    let mut registry_problems = Vec::new();
+    for r in &raw.registry {
+        let name = r.name.get_ref().clone();
+        let kind = match r.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            None | Some("generic") => RegistryKind::Generic,
+            Some("nexus") => RegistryKind::Nexus,
+            Some("ghcr") => RegistryKind::Ghcr,
+            Some(other) => {
+                let at = r.kind.as_ref().map(|k| locate(k.span())).unwrap_or_default();
+                registry_problems.push(format!("{at}: registry kind '{other}' is not one of nexus, ghcr, generic"));
+                RegistryKind::Generic
+            }
+        };
+        let address = match (&r.address, kind) {
+            (Some(a), _) => expand(a, "address"),
+            (None, RegistryKind::Ghcr) => "ghcr.io".to_string(),
+            (None, _) => {
+                registry_problems.push(format!(
+                    "{}: registry '{name}' has no address (host:port, e.g. nexus.example.com:8083)",
+                    locate(r.name.span())
+                ));
+                String::new()
+            }
+        };
+        if raw.registry.iter().take_while(|q| !std::ptr::eq(*q, r)).any(|q| q.name.get_ref() == &name) {
+            registry_problems.push(format!("{}: registry '{name}' is configured twice", locate(r.name.span())));
+        }
+        registries.push(Registry {
+            name,
+            kind,
+            address,
+            username: expand(&r.username, "username"),
+            password: Secret(expand(&r.password, "password")),
+        });
+    }
+    let mut clusters = Vec::new();
+    for c in &raw.cluster {
+        let name = c.name.get_ref().clone();
+        if c.in_cluster && c.kubeconfig.is_some() {
+            registry_problems.push(format!(
+                "{}: cluster '{name}' has both in_cluster = true and a kubeconfig; choose one",
+                locate(c.name.span())
+            ));
+        }
+        if raw.cluster.iter().take_while(|q| !std::ptr::eq(*q, c)).any(|q| q.name.get_ref() == &name) {
+            registry_problems.push(format!("{}: cluster '{name}' is configured twice", locate(c.name.span())));
+        }
+        clusters.push(Cluster {
+            name,
+            kubeconfig: c.kubeconfig.as_ref().map(|k| PathBuf::from(expand(k, "kubeconfig"))),
+            context: c.context.as_ref().map(|k| expand(k, "context")),
+            in_cluster: c.in_cluster,
+        });
+    }
+
     let mut errors = errors.into_inner();
+    errors.extend(registry_problems);
     let listen = match listen_text.parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
@@ -325,6 +439,8 @@ pub fn parse(
                 admin_token,
             },
             projects,
+            registries,
+            clusters,
         }),
         _ => Err(Errors(errors)),
     }
@@ -492,6 +608,51 @@ webhook_secret = "${MISSING}"
         check_err(
             "[[project]]\nname = \"a/b\"\nclone_url = \"x\"\n",
             expect![[r#"gantry.toml:1:1: missing field `webhook_secret`"#]],
+        );
+    }
+
+    #[test]
+    fn registries_and_clusters() {
+        let text = r#"
+[[registry]]
+name = "nexus"
+kind = "nexus"
+address = "127.0.0.1:5000"
+username = "ci"
+password = "${SECRET}"
+
+[[registry]]
+name = "ghcr"
+kind = "ghcr"
+username = "bot"
+password = "${TOKEN}"
+
+[[cluster]]
+name = "prod"
+kubeconfig = "/etc/gantry/kubeconfig"
+context = "prod"
+
+[[cluster]]
+name = "here"
+in_cluster = true
+"#;
+        let c = parse("gantry.toml", text, &env).unwrap();
+        assert_eq!(c.registries[0].address, "127.0.0.1:5000");
+        assert_eq!(c.registries[0].password.expose(), "s3cr3t");
+        assert_eq!((c.registries[1].kind, c.registries[1].address.as_str()), (RegistryKind::Ghcr, "ghcr.io"));
+        assert_eq!(c.clusters[0].kubeconfig, Some(PathBuf::from("/etc/gantry/kubeconfig")));
+        assert!(c.clusters[1].in_cluster);
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn bad_registries_and_clusters() {
+        check_err(
+            "[[registry]]\nname = \"x\"\nkind = \"quay\"\nusername = \"u\"\npassword = \"p\"\n[[cluster]]\nname = \"c\"\nin_cluster = true\nkubeconfig = \"/k\"\n",
+            expect![[r#"
+                gantry.toml:3:8: registry kind 'quay' is not one of nexus, ghcr, generic
+                gantry.toml:2:8: registry 'x' has no address (host:port, e.g. nexus.example.com:8083)
+                gantry.toml:7:8: cluster 'c' has both in_cluster = true and a kubeconfig; choose one"#]],
         );
     }
 

@@ -174,7 +174,7 @@ fn has_tag_or_digest(image: &str) -> bool {
     last_component.contains(':')
 }
 
-async fn send_line(log: &mpsc::Sender<Output>, line: String) {
+pub(crate) async fn send_line(log: &mpsc::Sender<Output>, line: String) {
     let mut bytes = line.into_bytes();
     bytes.push(b'\n');
     // The log is best effort: a closed receiver must not fail the pull.

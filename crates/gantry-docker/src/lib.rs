@@ -55,6 +55,16 @@
 //! Service containers are removed with their stage; networks and volumes with
 //! [`Docker::remove_run`].
 //!
+//! # Images: build and push
+//!
+//! [`Docker::build_image`] builds from a directory of the workspace volume (read through the
+//! archive API of a helper container, filtered by `.dockerignore`) with the classic builder,
+//! and tags the result; a failing Dockerfile step becomes [`Error::Build`] naming the step.
+//! [`Docker::push_image`] pushes one tag with optional [`RegistryAuth`] and returns the
+//! registry's digest; transient registry failures are retried (at most [`PUSH_ATTEMPTS`] tries
+//! in all), refused credentials are not ([`Error::RegistryAuth`]). Passwords appear in no
+//! message or log line. Details in `build.rs` and `push.rs`.
+//!
 //! # Cleaning up crashed runs
 //!
 //! Everything this crate creates carries the labels `gantry.run`, `gantry.owner` and
@@ -63,8 +73,11 @@
 //! [`Docker::leftovers`] lists the runs an owner left behind and [`Docker::remove_run`] removes
 //! one run's containers, networks and volumes; deciding which runs are dead is the caller's job.
 
+mod build;
 mod cleanup;
+mod dockerignore;
 mod image;
+mod push;
 mod stage;
 mod workspace;
 
@@ -72,6 +85,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use build::{BuildSpec, BuiltImage};
+pub use push::{PUSH_ATTEMPTS, RegistryAuth};
 pub use stage::{Output, ServiceSpec, StageSpec, Stream, Termination};
 pub use workspace::{Workspace, tar_directory};
 
@@ -88,6 +103,45 @@ pub enum Error {
     ImageMissing { image: String },
     #[error("could not pull image '{image}': {message}")]
     Pull { image: String, message: String },
+    /// The Dockerfile failed: a step (`3/5 'RUN pytest'`) or, with no step, the whole file.
+    #[error("{}", match step {
+        Some(step) => format!("step {step} failed: {message}"),
+        None => format!("image build failed: {message}"),
+    })]
+    Build {
+        step: Option<String>,
+        message: String,
+    },
+    /// The build's context or Dockerfile is not where the stage says.
+    #[error("{message}")]
+    BuildContext { message: String },
+    /// The registry refused the credentials (or, with no `registry`, an anonymous push).
+    #[error("{}", match (registry, user) {
+        (Some(registry), Some(user)) => format!(
+            "registry '{registry}' ({address}) refused the credentials of user '{user}': {message}"
+        ),
+        _ => format!(
+            "registry {address} refused an anonymous push: {message}; \
+             name a registry with credentials in the stage"
+        ),
+    })]
+    RegistryAuth {
+        registry: Option<String>,
+        address: String,
+        user: Option<String>,
+        message: String,
+    },
+    #[error("could not push '{reference}'{}: {message}", match attempts {
+        1 => String::new(),
+        n => format!(" ({n} attempts)"),
+    })]
+    Push {
+        reference: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error("{what} was cancelled")]
+    Cancelled { what: String },
     #[error("{0}")]
     Api(String),
 }

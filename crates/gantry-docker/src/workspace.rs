@@ -132,7 +132,11 @@ impl Docker {
 
     /// Creates a never-started container of the helper image that mounts the workspace,
     /// importing the image first if the engine does not have it.
-    async fn create_helper_container(&self, run: &RunLabels, volume: &str) -> Result<String> {
+    pub(crate) async fn create_helper_container(
+        &self,
+        run: &RunLabels,
+        volume: &str,
+    ) -> Result<String> {
         let mut labels = run_labels(run);
         labels.insert(LABEL_ROLE.to_owned(), "workspace".to_owned());
         let body = ContainerCreateBody {

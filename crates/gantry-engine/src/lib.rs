@@ -7,6 +7,7 @@
 //! caller (the CLI or the server) receives [`RunEvent`]s and decides what to
 //! print, store or stream.
 
+pub mod deploy;
 pub mod log;
 mod run;
 pub mod schedule;
@@ -15,7 +16,10 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-pub use gantry_docker::{Output, RunLabels, StageSpec, Stream, Termination, Workspace};
+pub use deploy::{DeployOutcome, DeployRequest, DeployResult, Deployer, KubeDeployer, NoClusters};
+pub use gantry_docker::{
+    BuildSpec, BuiltImage, Output, RegistryAuth, RunLabels, StageSpec, Stream, Termination, Workspace,
+};
 pub use run::{RunPlan, StageSelection, execute};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +41,23 @@ pub trait Executor: Send + Sync + 'static {
         output: mpsc::Sender<Output>,
         cancel: CancellationToken,
     ) -> impl Future<Output = Result<Termination, gantry_docker::Error>> + Send;
+
+    /// Builds an image from the workspace (a `build` stage).
+    fn build_image(
+        &self,
+        spec: &BuildSpec,
+        output: mpsc::Sender<Output>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Result<BuiltImage, gantry_docker::Error>> + Send;
+
+    /// Pushes one `repository:tag`; returns `repository@sha256:…`.
+    fn push_image(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        output: mpsc::Sender<Output>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Result<String, gantry_docker::Error>> + Send;
 
     /// Removes everything the run created. Called after success, failure,
     /// timeout and cancellation alike.
@@ -62,6 +83,25 @@ impl Executor for gantry_docker::Docker {
         cancel: CancellationToken,
     ) -> Result<Termination, gantry_docker::Error> {
         gantry_docker::Docker::run_stage(self, spec, output, cancel).await
+    }
+
+    async fn build_image(
+        &self,
+        spec: &BuildSpec,
+        output: mpsc::Sender<Output>,
+        cancel: CancellationToken,
+    ) -> Result<BuiltImage, gantry_docker::Error> {
+        gantry_docker::Docker::build_image(self, spec, output, cancel).await
+    }
+
+    async fn push_image(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        output: mpsc::Sender<Output>,
+        cancel: CancellationToken,
+    ) -> Result<String, gantry_docker::Error> {
+        gantry_docker::Docker::push_image(self, reference, auth, output, cancel).await
     }
 
     async fn cleanup(&self, run_id: &str) -> Result<(), gantry_docker::Error> {
@@ -154,6 +194,11 @@ pub struct StageReport {
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
     pub duration: Option<Duration>,
+    /// What the stage produced for later stages: `digest` and `image` of a
+    /// `build` stage (see `${stages.NAME.KEY}`).
+    pub outputs: Vec<(String, String)>,
+    /// The rollout of a `deploy` stage.
+    pub deploy: Option<DeployResult>,
 }
 
 /// Everything a run reports, in order.

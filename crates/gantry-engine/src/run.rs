@@ -1,17 +1,18 @@
 //! The async driver: carries out the [`Schedule`]'s decisions with an [`Executor`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use gantry_docker::{
-    Output, PullPolicy, RunLabels, ServiceSpec, StageSpec, Stream, Termination, Workspace,
+    Output, PullPolicy, RegistryAuth, RunLabels, ServiceSpec, StageSpec, Stream, Termination, Workspace,
 };
-use gantry_pipeline::{Pipeline, RunContext, StageKind};
+use gantry_pipeline::{Pipeline, Rollback, RunContext, StageKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::deploy::{DeployOutcome, DeployRequest, DeployResult, Deployer};
 use crate::log::{LineSplitter, Masker};
 use crate::schedule::{Action, Node, Schedule};
 use crate::{
@@ -32,6 +33,13 @@ pub struct RunPlan {
     pub max_parallel: usize,
     /// A tar of the source tree, unpacked into the run's workspace.
     pub archive: Vec<u8>,
+    /// Credentials for `build` stages' `registry:`, by name. Passwords are masked like secrets.
+    pub registries: Vec<RegistryAuth>,
+    /// Rolls out `deploy` stages.
+    pub deployer: Arc<dyn Deployer>,
+    /// Where the source comes from (a clone URL without credentials, or a
+    /// directory), for the images' `org.opencontainers.image.source` label.
+    pub source_url: String,
 }
 
 /// Which stages to run.
@@ -89,6 +97,8 @@ struct Shared<E> {
     secrets: BTreeMap<String, String>,
     workspace: Workspace,
     events: mpsc::Sender<RunEvent>,
+    /// `${stages.NAME.KEY}` values of the stages that finished.
+    outputs: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 struct StageResult {
@@ -120,6 +130,8 @@ pub async fn execute<E: Executor>(
             exit_code: None,
             reason: None,
             duration: None,
+            outputs: Vec::new(),
+            deploy: None,
         })
         .collect();
     let error = |reason: String, stages: Vec<StageReport>| RunSummary {
@@ -169,7 +181,12 @@ pub async fn execute<E: Executor>(
         }
     };
 
-    let masker = Masker::new(plan.secrets.iter().map(|(_, v)| v.as_str()));
+    let masker = Masker::new(
+        plan.secrets
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .chain(plan.registries.iter().map(|r| r.password.as_str())),
+    );
     let secrets = plan.secrets.iter().cloned().collect();
     let shared = Arc::new(Shared {
         executor: executor.clone(),
@@ -178,6 +195,7 @@ pub async fn execute<E: Executor>(
         secrets,
         workspace,
         events,
+        outputs: Mutex::new(HashMap::new()),
     });
 
     let mut tasks = JoinSet::new();
@@ -275,11 +293,34 @@ fn quote_list(names: &[&str]) -> String {
         .join(", ")
 }
 
-async fn run_stage<E: Executor>(
-    shared: &Shared<E>,
-    index: usize,
-    cancel: CancellationToken,
-) -> StageResult {
+/// What one attempt of a stage does, resolved before the first attempt.
+enum Work {
+    Commands(StageSpec),
+    Build { spec: gantry_docker::BuildSpec, push: bool, auth: Option<RegistryAuth> },
+    Deploy(DeployRequest),
+}
+
+/// How one attempt ended.
+struct Attempt {
+    status: StageStatus,
+    exit_code: Option<i64>,
+    reason: Option<String>,
+    infrastructure_error: bool,
+    outputs: Vec<(String, String)>,
+    deploy: Option<DeployResult>,
+}
+
+impl Attempt {
+    fn new(status: StageStatus, reason: Option<String>) -> Attempt {
+        Attempt { status, exit_code: None, reason, infrastructure_error: false, outputs: Vec::new(), deploy: None }
+    }
+
+    fn failed(reason: String, infrastructure_error: bool) -> Attempt {
+        Attempt { infrastructure_error, ..Attempt::new(StageStatus::Failure, Some(reason)) }
+    }
+}
+
+async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: CancellationToken) -> StageResult {
     let stage = &shared.plan.pipeline.stages[index];
     let started = Instant::now();
     let mut report = StageReport {
@@ -290,142 +331,254 @@ async fn run_stage<E: Executor>(
         exit_code: None,
         reason: None,
         duration: None,
+        outputs: Vec::new(),
+        deploy: None,
     };
     let mut seq = 0u64;
     let finish = |mut report: StageReport, status, reason: Option<String>, infrastructure_error| {
         report.status = status;
         report.reason = reason;
         report.duration = Some(started.elapsed());
-        StageResult {
-            report,
-            infrastructure_error,
-        }
+        StageResult { report, infrastructure_error }
     };
 
-    let spec = match stage_spec(shared, index) {
-        Ok(spec) => spec,
+    let mut work = match prepare_work(shared, index) {
+        Ok(work) => work,
         Err(reason) => {
             let _ = shared.events.send(RunEvent::Stage(report.clone())).await;
             system_line(shared, index, &mut seq, &reason).await;
             let result = finish(report, StageStatus::Failure, Some(reason), false);
-            let _ = shared
-                .events
-                .send(RunEvent::Stage(result.report.clone()))
-                .await;
+            let _ = shared.events.send(RunEvent::Stage(result.report.clone())).await;
             return result;
         }
     };
 
     let attempts = stage.retry + 1;
-    let mut spec = spec;
     let result = loop {
-        spec.attempt = report.attempt;
         let _ = shared.events.send(RunEvent::Stage(report.clone())).await;
         if report.attempt > 1 {
-            system_line(
-                shared,
-                index,
-                &mut seq,
-                &format!("attempt {} of {attempts}", report.attempt),
-            )
-            .await;
+            system_line(shared, index, &mut seq, &format!("attempt {} of {attempts}", report.attempt)).await;
         }
-        let (tx, rx) = mpsc::channel(256);
-        let pump = pump_output(shared, index, seq, rx);
-        let (termination, last_seq) =
-            tokio::join!(shared.executor.run_stage(&spec, tx, cancel.clone()), pump);
-        seq = last_seq;
-
-        let (status, exit_code, reason, infrastructure_error) = match termination {
-            Ok(Termination::Exited(0)) => (StageStatus::Success, Some(0), None, false),
-            Ok(Termination::Exited(code)) => (
-                StageStatus::Failure,
-                Some(code),
-                Some(format!("exit code {code}")),
-                false,
-            ),
-            Ok(Termination::TimedOut(after)) => (
-                StageStatus::Failure,
-                None,
-                Some(format!("timed out after {}", human_duration(after))),
-                false,
-            ),
-            Ok(Termination::OomKilled {
-                exit_code,
-                memory_limit,
-            }) => {
-                let limit = memory_limit
-                    .map(|l| format!(" (memory limit {})", human_bytes(l)))
-                    .unwrap_or_default();
-                (
-                    StageStatus::Failure,
-                    Some(exit_code),
-                    Some(format!("OOMKilled{limit}")),
-                    false,
-                )
+        let attempt = match &mut work {
+            Work::Commands(spec) => {
+                spec.attempt = report.attempt;
+                run_commands(shared, index, spec, &mut seq, &cancel).await
             }
-            Ok(Termination::Cancelled) => (
-                StageStatus::Cancelled,
-                None,
-                Some("cancelled".to_string()),
-                false,
-            ),
-            Err(e) => {
-                let infrastructure = matches!(
-                    e,
-                    gantry_docker::Error::Unreachable { .. } | gantry_docker::Error::Api(_)
-                );
-                (
-                    StageStatus::Failure,
-                    None,
-                    Some(e.to_string()),
-                    infrastructure,
-                )
+            Work::Build { spec, push, auth } => {
+                run_build(shared, index, spec, *push, auth.as_ref(), &mut seq, &cancel).await
             }
+            Work::Deploy(request) => run_deploy(shared, index, request, &mut seq, &cancel).await,
         };
-        report.exit_code = exit_code;
-        if let Some(reason) = &reason {
+        report.exit_code = attempt.exit_code;
+        report.deploy = attempt.deploy.clone();
+        if let Some(reason) = &attempt.reason {
             system_line(shared, index, &mut seq, reason).await;
         }
-        let retry =
-            status == StageStatus::Failure && report.attempt < attempts && !cancel.is_cancelled();
+        if attempt.status == StageStatus::Success {
+            report.outputs = attempt.outputs.clone();
+            if let Ok(mut outputs) = shared.outputs.lock() {
+                outputs.insert(stage.name.clone(), attempt.outputs.iter().cloned().collect());
+            }
+        }
+        let retry = attempt.status == StageStatus::Failure && report.attempt < attempts && !cancel.is_cancelled();
         if !retry {
-            break finish(report, status, reason, infrastructure_error);
+            break finish(report, attempt.status, attempt.reason, attempt.infrastructure_error);
         }
         let _ = shared
             .events
             .send(RunEvent::Stage(StageReport {
                 status: StageStatus::Failure,
-                reason: reason.clone(),
+                reason: attempt.reason.clone(),
                 duration: Some(started.elapsed()),
                 ..report.clone()
             }))
             .await;
         report.attempt += 1;
     };
-    let _ = shared
-        .events
-        .send(RunEvent::Stage(result.report.clone()))
-        .await;
+    let _ = shared.events.send(RunEvent::Stage(result.report.clone())).await;
     result
 }
 
-/// Builds the container spec: interpolated image and env, secrets, limits, services.
-fn stage_spec<E>(shared: &Shared<E>, index: usize) -> Result<StageSpec, String> {
-    let plan = &shared.plan;
-    let stage = &plan.pipeline.stages[index];
-    #[allow(unreachable_patterns)] // `StageKind` grows `build` and `deploy` later.
-    let commands = match &stage.kind {
-        StageKind::Commands { commands, .. } => commands,
-        _ => {
-            return Err(format!(
-                "stage '{}' is of a kind this runner cannot execute yet",
-                stage.name
-            ));
+async fn run_commands<E: Executor>(
+    shared: &Shared<E>,
+    index: usize,
+    spec: &StageSpec,
+    seq: &mut u64,
+    cancel: &CancellationToken,
+) -> Attempt {
+    let (tx, rx) = mpsc::channel(256);
+    let pump = pump_output(shared, index, *seq, rx);
+    let (termination, last_seq) = tokio::join!(shared.executor.run_stage(spec, tx, cancel.clone()), pump);
+    *seq = last_seq;
+    match termination {
+        Ok(Termination::Exited(0)) => Attempt { exit_code: Some(0), ..Attempt::new(StageStatus::Success, None) },
+        Ok(Termination::Exited(code)) => Attempt { exit_code: Some(code), ..Attempt::failed(format!("exit code {code}"), false) },
+        Ok(Termination::TimedOut(after)) => Attempt::failed(format!("timed out after {}", human_duration(after)), false),
+        Ok(Termination::OomKilled { exit_code, memory_limit }) => {
+            let limit = memory_limit.map(|l| format!(" (memory limit {})", human_bytes(l))).unwrap_or_default();
+            Attempt { exit_code: Some(exit_code), ..Attempt::failed(format!("OOMKilled{limit}"), false) }
+        }
+        Ok(Termination::Cancelled) => Attempt::new(StageStatus::Cancelled, Some("cancelled".to_string())),
+        Err(e) => Attempt::failed(e.to_string(), is_infrastructure(&e)),
+    }
+}
+
+fn is_infrastructure(e: &gantry_docker::Error) -> bool {
+    matches!(e, gantry_docker::Error::Unreachable { .. } | gantry_docker::Error::Api(_))
+}
+
+/// Builds the image, then pushes every tag; the digest becomes `${stages.NAME.digest}`.
+async fn run_build<E: Executor>(
+    shared: &Shared<E>,
+    index: usize,
+    spec: &gantry_docker::BuildSpec,
+    push: bool,
+    auth: Option<&RegistryAuth>,
+    seq: &mut u64,
+    cancel: &CancellationToken,
+) -> Attempt {
+    let (tx, rx) = mpsc::channel(256);
+    let pump = pump_output(shared, index, *seq, rx);
+    let (built, last_seq) = tokio::join!(shared.executor.build_image(spec, tx, cancel.clone()), pump);
+    *seq = last_seq;
+    let built = match built {
+        Ok(built) => built,
+        Err(_) if cancel.is_cancelled() => return Attempt::new(StageStatus::Cancelled, Some("cancelled".into())),
+        Err(e) => return Attempt::failed(e.to_string(), is_infrastructure(&e)),
+    };
+    let first = built.references.first().cloned().unwrap_or_else(|| spec.image.clone());
+    let mut outputs = vec![("image".to_string(), first)];
+    if !push {
+        system_line(shared, index, seq, &format!("built {} (not pushed: push is false)", built.references.join(", "))).await;
+        return Attempt { outputs, ..Attempt::new(StageStatus::Success, None) };
+    }
+    let mut digest = None;
+    for reference in &built.references {
+        let (tx, rx) = mpsc::channel(256);
+        let pump = pump_output(shared, index, *seq, rx);
+        let (pushed, last_seq) = tokio::join!(shared.executor.push_image(reference, auth, tx, cancel.clone()), pump);
+        *seq = last_seq;
+        match pushed {
+            Ok(pushed) => {
+                system_line(shared, index, seq, &format!("pushed {reference}: {pushed}")).await;
+                digest.get_or_insert(pushed);
+            }
+            Err(_) if cancel.is_cancelled() => return Attempt::new(StageStatus::Cancelled, Some("cancelled".into())),
+            Err(e) => return Attempt::failed(e.to_string(), false),
+        }
+    }
+    if let Some(digest) = digest {
+        outputs.push(("digest".to_string(), digest));
+    }
+    Attempt { outputs, ..Attempt::new(StageStatus::Success, None) }
+}
+
+/// Rolls the image out; progress lines go to the stage log as they change.
+async fn run_deploy<E: Executor>(
+    shared: &Shared<E>,
+    index: usize,
+    request: &DeployRequest,
+    seq: &mut u64,
+    cancel: &CancellationToken,
+) -> Attempt {
+    let target = format!("{}/{}", request.namespace, request.deployment);
+    system_line(shared, index, seq, &format!("rolling {target} out to {}", request.image)).await;
+    let (tx, mut rx) = mpsc::channel::<String>(64);
+    let mut lines = *seq;
+    let forward = async {
+        while let Some(line) = rx.recv().await {
+            system_line(shared, index, &mut lines, &line).await;
         }
     };
+    let (result, ()) = tokio::join!(shared.plan.deployer.deploy(request, tx, cancel.clone()), forward);
+    *seq = lines;
+    let result = match result {
+        Ok(result) => result,
+        Err(cause) => return Attempt::failed(format!("deploy of {target} failed: {cause}"), false),
+    };
+    let (status, reason) = match &result.outcome {
+        DeployOutcome::Complete => (StageStatus::Success, None),
+        DeployOutcome::Failed { cause } => (StageStatus::Failure, Some(cause.clone())),
+        DeployOutcome::RolledBack { cause, revision } => {
+            (StageStatus::Failure, Some(format!("rolled back to revision {revision}: {cause}")))
+        }
+        DeployOutcome::TimedOut => (
+            StageStatus::Failure,
+            Some(format!("rollout of {target} timed out after {}", human_duration(request.timeout))),
+        ),
+        DeployOutcome::Cancelled => (StageStatus::Cancelled, Some("cancelled".to_string())),
+    };
+    if status == StageStatus::Success {
+        let revision = result.revision_after.map(|r| format!(" (revision {r})")).unwrap_or_default();
+        system_line(shared, index, seq, &format!("{target} rolled out{revision}")).await;
+    }
+    Attempt { deploy: Some(result), ..Attempt::new(status, reason) }
+}
+
+/// Resolves what the stage will do: interpolation, secrets, credentials.
+fn prepare_work<E>(shared: &Shared<E>, index: usize) -> Result<Work, String> {
+    let plan = &shared.plan;
+    let stage = &plan.pipeline.stages[index];
+    let outputs = shared.outputs.lock().map(|o| o.clone()).unwrap_or_default();
+    match &stage.kind {
+        StageKind::Build(_) => {
+            let build = gantry_pipeline::resolve_build(&plan.pipeline, index, &plan.context, &plan.extra_env, &outputs)?;
+            let auth = match &build.registry {
+                None => None,
+                Some(name) => Some(plan.registries.iter().find(|r| &r.name == name).cloned().ok_or_else(|| {
+                    format!("registry '{name}' is not configured: add a [[registry]] named '{name}' to gantry.toml")
+                })?),
+            };
+            let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            let spec = gantry_docker::BuildSpec {
+                run: plan.run.clone(),
+                stage: stage.name.clone(),
+                workspace: shared.workspace.clone(),
+                context: build.context,
+                dockerfile: build.dockerfile,
+                target: build.target,
+                args: build.args,
+                labels: vec![
+                    ("org.opencontainers.image.revision".into(), plan.context.commit_sha.clone()),
+                    ("org.opencontainers.image.source".into(), plan.source_url.clone()),
+                    ("org.opencontainers.image.created".into(), created),
+                ],
+                image: build.image,
+                tags: build.tags,
+            };
+            Ok(Work::Build { spec, push: build.push, auth })
+        }
+        StageKind::Deploy(_) => {
+            let deploy = gantry_pipeline::resolve_deploy(&plan.pipeline, index, &plan.context, &plan.extra_env, &outputs)?;
+            let short = plan.context.commit_sha.get(..7).unwrap_or(&plan.context.commit_sha);
+            Ok(Work::Deploy(DeployRequest {
+                cluster: deploy.cluster,
+                namespace: deploy.namespace,
+                deployment: deploy.deployment,
+                container: deploy.container,
+                image: deploy.image,
+                change_cause: format!("gantry {} #{} {short}", plan.context.repo, plan.context.run_number),
+                timeout: deploy.timeout,
+                auto_rollback: deploy.rollback == Rollback::Auto,
+            }))
+        }
+        _ => stage_spec(shared, index, &outputs).map(Work::Commands),
+    }
+}
+
+/// Builds the container spec: interpolated image and env, secrets, limits, services.
+fn stage_spec<E>(
+    shared: &Shared<E>,
+    index: usize,
+    outputs: &HashMap<String, HashMap<String, String>>,
+) -> Result<StageSpec, String> {
+    let plan = &shared.plan;
+    let stage = &plan.pipeline.stages[index];
+    let StageKind::Commands { commands, .. } = &stage.kind else {
+        return Err(format!("stage '{}' is of a kind this runner cannot execute", stage.name));
+    };
     let resolved =
-        gantry_pipeline::resolve_stage(&plan.pipeline, index, &plan.context, &plan.extra_env)?;
+        gantry_pipeline::resolve_stage_with(&plan.pipeline, index, &plan.context, &plan.extra_env, outputs)?;
     let mut env = resolved.env;
     let mut missing = BTreeSet::new();
     for name in &stage.secrets {

@@ -3,8 +3,11 @@
 //! This crate does no IO and never touches tokio: [`parse`] turns the text of
 //! a pipeline file into a [`Pipeline`] or into [`Diagnostics`] listing every
 //! problem with its line and column; [`Triggers::matches`] and
-//! [`When::matches`] decide what runs; [`resolve_stage`] builds a stage's
-//! environment and [`render_script`] its shell script.
+//! [`When::matches`] decide what runs; [`resolve_stage_with`] builds a
+//! stage's environment, [`render_script`] the shell script of a `commands`
+//! stage, and [`resolve_build`] and [`resolve_deploy`] the image build and
+//! the Kubernetes rollout of `build` and `deploy` stages, with the values
+//! earlier stages produced (`${stages.NAME.digest}`, [`StageOutputs`]).
 //!
 //! # Why the YAML is read from `yaml-rust2` events
 //!
@@ -39,6 +42,7 @@
 mod diagnostic;
 mod interpolate;
 mod model;
+mod names;
 mod parse;
 mod script;
 mod suggest;
@@ -46,10 +50,13 @@ mod units;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use interpolate::{ResolvedService, ResolvedStage, interpolate, resolve_stage};
+pub use interpolate::{
+    ResolvedBuild, ResolvedDeploy, ResolvedService, ResolvedStage, StageOutputs, interpolate,
+    resolve_build, resolve_deploy, resolve_stage, resolve_stage_with,
+};
 pub use model::{
-    Event, Patterns, Pipeline, PullPolicy, RunContext, Service, Stage, StageKind, Trigger,
-    Triggers, When,
+    BuildSpec, DeploySpec, Event, Patterns, Pipeline, PullPolicy, Rollback, RunContext, Service,
+    Stage, StageKind, Trigger, Triggers, When,
 };
 pub use parse::parse;
 pub use script::render_script;

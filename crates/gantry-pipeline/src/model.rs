@@ -46,8 +46,19 @@ pub struct Stage {
     pub when: When,
 }
 
-/// What a stage does. `build` and `deploy` stages are recognised by the
-/// parser but not supported yet; they will become variants here.
+impl Stage {
+    /// `"commands"`, `"build"` or `"deploy"`: the key that says what the
+    /// stage does, for messages and the UI.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            StageKind::Commands { .. } => "commands",
+            StageKind::Build(_) => "build",
+            StageKind::Deploy(_) => "deploy",
+        }
+    }
+}
+
+/// What a stage does.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum StageKind {
@@ -56,6 +67,104 @@ pub enum StageKind {
         image: String,
         commands: Vec<String>,
     },
+    /// Builds an image from a Dockerfile in the workspace and pushes it.
+    Build(BuildSpec),
+    /// Rolls a new image out to a Kubernetes Deployment.
+    Deploy(DeploySpec),
+}
+
+/// A `build:` stage, values as written: `${VAR}` is not yet interpolated
+/// ([`resolve_build`](crate::resolve_build) does that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// The build context, a directory relative to the workspace; `.` by
+    /// default.
+    pub context: String,
+    /// The Dockerfile, relative to the workspace. `None` means `Dockerfile`
+    /// in the context.
+    pub dockerfile: Option<String>,
+    /// The multi-stage target to build; `None` builds the last stage.
+    pub target: Option<String>,
+    /// Build args, in file order; values may hold `${VAR}`.
+    pub args: Vec<(String, String)>,
+    /// The repository, without a tag; may hold `${VAR}`.
+    pub image: String,
+    /// At least one; each may hold `${VAR}`. `["${GANTRY_SHORT_SHA}"]` by
+    /// default.
+    pub tags: Vec<String>,
+    /// The name of a `[[registry]]` in `gantry.toml` whose credentials push
+    /// the image; `None` pushes anonymously.
+    pub registry: Option<String>,
+    /// `false` builds the image and leaves it on the Docker host.
+    pub push: bool,
+}
+
+impl BuildSpec {
+    /// The tags when `tags` is not given.
+    pub const DEFAULT_TAGS: [&str; 1] = ["${GANTRY_SHORT_SHA}"];
+}
+
+/// A `deploy:` stage, values as written: `${VAR}` in `image` is not yet
+/// interpolated ([`resolve_deploy`](crate::resolve_deploy) does that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploySpec {
+    /// The name of a `[[cluster]]` in `gantry.toml`; `None` means the
+    /// default kubeconfig.
+    pub cluster: Option<String>,
+    /// `default` unless given.
+    pub namespace: String,
+    pub deployment: String,
+    /// The container whose image is replaced; `None` means the Deployment's
+    /// only container.
+    pub container: Option<String>,
+    /// The image to roll out, usually `${stages.NAME.digest}`.
+    pub image: String,
+    /// How long the rollout may take to complete; 5 minutes unless given.
+    pub timeout: Duration,
+    pub rollback: Rollback,
+}
+
+impl DeploySpec {
+    /// The rollout timeout when `timeout` is not given.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// The namespace when `namespace` is not given.
+    pub const DEFAULT_NAMESPACE: &str = "default";
+}
+
+/// What a `deploy` stage does when its rollout fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rollback {
+    /// Undo the rollout (like `kubectl rollout undo`), then fail the stage.
+    #[default]
+    Auto,
+    /// Leave the failed rollout as it is and fail the stage.
+    Never,
+}
+
+impl Rollback {
+    pub(crate) const NAMES: [&str; 2] = ["auto", "never"];
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rollback::Auto => "auto",
+            Rollback::Never => "never",
+        })
+    }
+}
+
+impl FromStr for Rollback {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Rollback::Auto),
+            "never" => Ok(Rollback::Never),
+            _ => Err(format!("unknown rollback policy '{s}'")),
+        }
+    }
 }
 
 /// A container started next to a stage and reachable by `name`.

@@ -9,10 +9,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Span};
-use crate::interpolate::{Piece, is_var_name, pieces};
+use crate::interpolate::{OUTPUT_KEYS, Piece, is_var_name, pieces, stage_output};
 use crate::model::{
-    Event, Patterns, Pipeline, PullPolicy, RunContext, Service, Stage, StageKind, Trigger,
-    Triggers, When, compile,
+    BuildSpec, DeploySpec, Event, Patterns, Pipeline, PullPolicy, Rollback, RunContext, Service,
+    Stage, StageKind, Trigger, Triggers, When, compile,
+};
+use crate::names::{
+    DNS_LABEL_RULE, DNS_SUBDOMAIN_RULE, TAG_RULE, check_dns_label, check_dns_subdomain,
+    check_repository, check_tag, check_workspace_path,
 };
 use crate::suggest::suggest;
 use crate::units::{parse_duration, parse_size};
@@ -40,6 +44,28 @@ const STAGE_KEYS: &[&str] = &[
 /// The keys that say what a stage does; a stage has exactly one. Adding a
 /// kind of stage means adding its arm to [`Validator::stage_kind`].
 const KIND_KEYS: &[&str] = &["commands", "build", "deploy"];
+/// The stage keys that only a `commands` stage takes (`commands` itself
+/// aside, which is a kind).
+const COMMANDS_ONLY_KEYS: &[&str] = &["image", "services", "memory", "cpus", "pull"];
+const BUILD_KEYS: &[&str] = &[
+    "context",
+    "dockerfile",
+    "target",
+    "args",
+    "image",
+    "tags",
+    "registry",
+    "push",
+];
+const DEPLOY_KEYS: &[&str] = &[
+    "cluster",
+    "namespace",
+    "deployment",
+    "container",
+    "image",
+    "timeout",
+    "rollback",
+];
 const SERVICE_KEYS: &[&str] = &["name", "image", "env", "commands"];
 const WHEN_KEYS: &[&str] = &["branch", "tag", "event"];
 const ON_KEYS: &[&str] = &["push", "tag"];
@@ -61,6 +87,16 @@ const KEY_HINTS: &[(&str, Option<&str>, &str)] = &[
         Some("push"),
         "manual runs are always allowed: they need no trigger",
     ),
+    (
+        "replicas",
+        Some("deployment"),
+        "a `deploy` stage sets only the image; the rest of the Deployment comes from its manifest",
+    ),
+    (
+        "kubeconfig",
+        Some("cluster"),
+        "name a `[[cluster]]` of gantry.toml in `cluster`: it holds the credentials",
+    ),
 ];
 
 /// Parses and validates a pipeline file. `file_name` is only used in the
@@ -70,6 +106,7 @@ pub fn parse(file_name: &str, source: &str) -> Result<Pipeline, Diagnostics> {
         file: file_name,
         source: Source::new(source),
         diagnostics: Vec::new(),
+        output_refs: Vec::new(),
     };
     let (root, yaml_errors) = yaml::parse(source);
     for error in yaml_errors {
@@ -105,6 +142,21 @@ struct Validator<'a> {
     file: &'a str,
     source: Source<'a>,
     diagnostics: Vec<Diagnostic>,
+    /// The `${stages.NAME.KEY}`s seen so far, checked once `needs` is
+    /// resolved.
+    output_refs: Vec<OutputRef>,
+}
+
+/// A `${stages.NAME.KEY}` in a stage, kept for [`Validator::check_output_refs`].
+struct OutputRef {
+    /// The stage it is written in.
+    from: usize,
+    /// `stages.NAME.KEY`.
+    name: String,
+    stage: String,
+    key: String,
+    span: Span,
+    ctx: String,
 }
 
 /// One `key: value` entry of a mapping.
@@ -157,6 +209,11 @@ struct Scope {
     /// The `env` entry being checked, which cannot use itself.
     current: Option<String>,
     secrets: Vec<String>,
+    /// The stage whose values these are; `None` for the pipeline's `env`,
+    /// where stage outputs cannot be used.
+    stage: Option<usize>,
+    /// What the stage does: `commands`, `build` or `deploy`.
+    kind: &'static str,
 }
 
 impl Scope {
@@ -169,6 +226,8 @@ impl Scope {
             later: Vec::new(),
             current: None,
             secrets: Vec::new(),
+            stage: None,
+            kind: "commands",
         }
     }
 }
@@ -412,6 +471,7 @@ impl<'a> Validator<'a> {
         for (stage, needs) in pipeline.stages.iter_mut().zip(needs) {
             stage.needs = needs;
         }
+        self.check_output_refs(&pipeline, &drafts);
         pipeline
     }
 
@@ -581,18 +641,20 @@ impl<'a> Validator<'a> {
             here.later = names[i + 1..].iter().map(|s| s.to_string()).collect();
             here.later.retain(|name| !here.visible.contains(name));
             here.current = Some(entry.name.clone());
-            self.check_template(entry.node, &entry.value, &here, ctx);
+            self.check_template(entry.node.span, &entry.value, &here, ctx);
             scope.visible.push(entry.name.clone());
         }
     }
 
-    /// Reports every bad or unknown `${VAR}` in `text`, the value of `node`.
-    fn check_template(&mut self, node: &Node, text: &str, scope: &Scope, ctx: &str) {
+    /// Reports every bad or unknown `${VAR}` in `text`, the scalar at
+    /// `span`. Stage outputs are only collected here: whether one is known
+    /// depends on `needs`, which is resolved after every stage is read.
+    fn check_template(&mut self, span: Span, text: &str, scope: &Scope, ctx: &str) {
         let vars = match pieces(text) {
             Ok(pieces) => pieces,
             Err(err) => {
                 let needle = &text[err.at..err.at + err.len];
-                let span = self.find_in_node(node, needle);
+                let span = self.find_in_span(span, needle);
                 self.error(span, format!("{}{ctx}", err.message), Some(err.help));
                 return;
             }
@@ -601,6 +663,27 @@ impl<'a> Validator<'a> {
             let Piece::Var { name, .. } = piece else {
                 continue;
             };
+            if let Some((stage, key)) = stage_output(name) {
+                let span = self.find_in_span(span, &format!("${{{name}}}"));
+                match scope.stage {
+                    Some(from) => self.output_refs.push(OutputRef {
+                        from,
+                        name: name.to_owned(),
+                        stage: stage.to_owned(),
+                        key: key.to_owned(),
+                        span,
+                        ctx: ctx.to_owned(),
+                    }),
+                    None => self.error(
+                        span,
+                        format!("stage output ${{{name}}} cannot be used{ctx}"),
+                        Some(format!(
+                            "the pipeline's `env` is for every stage, also those that run before '{stage}': use the output in the `env` of a stage that needs '{stage}'"
+                        )),
+                    ),
+                }
+                continue;
+            }
             if scope.visible.iter().any(|v| v == name) {
                 continue;
             }
@@ -611,9 +694,13 @@ impl<'a> Validator<'a> {
                     "'{name}' is set later in this `env`: a value can use only the variables set before it"
                 )
             } else if scope.secrets.iter().any(|v| v == name) {
-                format!(
-                    "secrets are not interpolated: the commands see '{name}' as an environment variable"
-                )
+                match scope.kind {
+                    "build" => "secrets are not interpolated: build args are kept in the image's history, where anyone who can pull the image reads them".to_owned(),
+                    "deploy" => "secrets are not interpolated".to_owned(),
+                    _ => format!(
+                        "secrets are not interpolated: the commands see '{name}' as an environment variable"
+                    ),
+                }
             } else {
                 let visible: Vec<&str> = scope.visible.iter().map(String::as_str).collect();
                 match suggest(name, &visible) {
@@ -622,7 +709,7 @@ impl<'a> Validator<'a> {
                     None => "the variables here are CI, the GANTRY_* built-ins and the pipeline's and the stage's `env`".to_owned(),
                 }
             };
-            let span = self.find_in_node(node, &format!("${{{name}}}"));
+            let span = self.find_in_span(span, &format!("${{{name}}}"));
             self.error(
                 span,
                 format!("unknown variable ${{{name}}}{ctx}"),
@@ -631,9 +718,9 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// The span of `needle` inside a scalar's source text, or the scalar's.
-    fn find_in_node(&self, node: &Node, needle: &str) -> Span {
-        let span = node.span;
+    /// The span of `needle` inside the source text of the scalar at `span`,
+    /// or `span`.
+    fn find_in_span(&self, span: Span, needle: &str) -> Span {
         let Some(line) = self.source.line(span.line) else {
             return span;
         };
@@ -711,8 +798,24 @@ impl<'a> Validator<'a> {
             ),
         }
 
+        // What the stage does decides which other keys it takes.
+        let kinds: Vec<&'static str> = KIND_KEYS
+            .iter()
+            .copied()
+            .filter(|key| fields.get(key).is_some())
+            .collect();
+        let kind = match kinds.as_slice() {
+            [kind] => *kind,
+            _ => "commands",
+        };
+        if kind != "commands" {
+            self.commands_only_keys(&fields, kind, &draft.label);
+        }
+
         // The variables a `${VAR}` may name in this stage.
         let mut scope = pipeline_scope.clone();
+        scope.stage = Some(index);
+        scope.kind = kind;
         let env_ctx = format!(" in `env` of {}", draft.label);
         let mut env_entries = Vec::new();
         if let Some(field) = fields.get("env") {
@@ -733,23 +836,27 @@ impl<'a> Validator<'a> {
         if let Some(field) = fields.get("needs") {
             draft.needs = self.string_list(field, &ctx).or(Some(Vec::new()));
         }
-        if let Some(field) = fields.get("services") {
+        if let Some(field) = fields.get("services")
+            && kind == "commands"
+        {
             stage.services = self.services(field, &draft.label, &ctx, &scope);
         }
         if let Some(field) = fields.get("timeout") {
-            stage.timeout = self.timeout(field, &ctx);
+            stage.timeout = self.duration(field, &ctx, "omit `timeout` for no limit");
         }
         if let Some(field) = fields.get("retry") {
             stage.retry = self.retry(field, &ctx);
         }
-        if let Some(field) = fields.get("memory") {
-            stage.memory = self.memory(field, &ctx);
-        }
-        if let Some(field) = fields.get("cpus") {
-            stage.cpus = self.cpus(field, &ctx);
-        }
-        if let Some(field) = fields.get("pull") {
-            stage.pull = self.pull(field, &ctx);
+        if kind == "commands" {
+            if let Some(field) = fields.get("memory") {
+                stage.memory = self.memory(field, &ctx);
+            }
+            if let Some(field) = fields.get("cpus") {
+                stage.cpus = self.cpus(field, &ctx);
+            }
+            if let Some(field) = fields.get("pull") {
+                stage.pull = self.pull(field, &ctx);
+            }
         }
         if let Some(field) = fields.get("allow_failure") {
             stage.allow_failure = self.boolean(field, &ctx);
@@ -786,31 +893,34 @@ impl<'a> Validator<'a> {
         };
         match present.as_slice() {
             [] => {
+                let help = if fields.get("image").is_some() {
+                    "add `commands:` with the shell commands to run"
+                } else {
+                    "add `commands:` with the shell commands to run, `build:` to build an image or `deploy:` to roll one out"
+                };
                 self.error(
                     fields.span,
                     format!("{label} has no `commands`"),
-                    Some("add `commands:` with the shell commands to run"),
+                    Some(help),
                 );
                 self.image(fields, label, ctx, scope);
                 placeholder
             }
-            [field] if field.name() == "commands" => {
-                let image = self.image(fields, label, ctx, scope);
-                let commands = self.commands(*field, label, ctx);
-                StageKind::Commands { image, commands }
-            }
-            [field] => {
-                self.error(
-                    field.key.span,
-                    format!(
-                        "{label}: `{}` stages are not supported by this version of Gantry yet",
-                        field.name()
-                    ),
-                    Some("use a `commands` stage for now"),
-                );
-                placeholder
-            }
+            [field] => match field.name() {
+                "build" => StageKind::Build(self.build(*field, label, ctx, scope)),
+                "deploy" => StageKind::Deploy(self.deploy(*field, label, ctx, scope)),
+                _ => {
+                    let image = self.image(fields, label, ctx, scope);
+                    let commands = self.commands(*field, label, ctx);
+                    StageKind::Commands { image, commands }
+                }
+            },
             [first, second, ..] => {
+                let help = if first.name() == "commands" {
+                    "a stage does exactly one of `commands`, `build` or `deploy`: move the commands to a stage of their own"
+                } else {
+                    "a stage does exactly one of `commands`, `build` or `deploy`"
+                };
                 self.error(
                     second.key.span,
                     format!(
@@ -818,11 +928,370 @@ impl<'a> Validator<'a> {
                         first.name(),
                         second.name()
                     ),
-                    Some("a stage does exactly one of `commands`, `build` or `deploy`"),
+                    Some(help),
                 );
                 placeholder
             }
         }
+    }
+
+    /// Reports the keys a `build` or `deploy` stage does not take.
+    fn commands_only_keys(&mut self, fields: &Fields, kind: &str, label: &str) {
+        for key in COMMANDS_ONLY_KEYS {
+            let Some(field) = fields.get(key) else {
+                continue;
+            };
+            let help = match (*key, kind) {
+                ("image", "build") => "`image` belongs inside `build:` as the repository to push",
+                ("image", _) => {
+                    "`image` belongs inside `deploy:` as the image to roll out, e.g. `image: ${stages.build.digest}`"
+                }
+                ("services", _) => "services run next to the commands of a `commands` stage",
+                ("pull", "build") => "a build pulls the images its Dockerfile starts `FROM`",
+                ("pull", _) => {
+                    "the cluster pulls the image, as the Deployment's `imagePullPolicy` says"
+                }
+                (_, "build") => "a build uses the Docker engine's resources",
+                _ => "the Deployment's manifest sets its containers' resources",
+            };
+            self.error(
+                field.key.span,
+                format!("`{key}` is only for `commands` stages, and {label} is a `{kind}` stage"),
+                Some(help),
+            );
+        }
+    }
+
+    /// `build:`, the image to build and push.
+    fn build(&mut self, field: Field, label: &str, ctx: &str, scope: &Scope) -> BuildSpec {
+        let mut spec = BuildSpec {
+            context: ".".to_owned(),
+            dockerfile: None,
+            target: None,
+            args: Vec::new(),
+            image: String::new(),
+            tags: BuildSpec::DEFAULT_TAGS.map(str::to_owned).to_vec(),
+            registry: None,
+            push: true,
+        };
+        let sub_ctx = format!(" in `build` of {label}");
+        let expected =
+            "a mapping with the `image` to build, like `{ image: registry.example.com/team/app }`";
+        let Some(fields) = self.mapping(field, Some(BUILD_KEYS), ctx, &sub_ctx, expected) else {
+            return spec;
+        };
+        let sub_ctx = &sub_ctx;
+        let interpolated = "in `build`, only `args`, `image` and `tags` are interpolated";
+        if let Some(field) = fields.get("context") {
+            let help =
+                "`context` is a directory in the workspace (the repository's root), e.g. `backend`";
+            if let Some(context) = self.workspace_path(field, sub_ctx, interpolated, help) {
+                spec.context = context;
+            }
+        }
+        if let Some(field) = fields.get("dockerfile") {
+            let help = "`dockerfile` is a file in the workspace, e.g. `backend/Dockerfile`";
+            spec.dockerfile = self.workspace_path(field, sub_ctx, interpolated, help);
+        }
+        if let Some(field) = fields.get("target") {
+            let help = "`target` names a stage of the Dockerfile (`FROM ... AS <target>`)";
+            spec.target = self.name_value(field, sub_ctx, interpolated, help);
+        }
+        if let Some(field) = fields.get("args") {
+            let args_ctx = format!(" in `args` of `build` of {label}");
+            let entries = self.env(field, sub_ctx, &args_ctx, false);
+            // An arg sees the stage's complete environment, not the other
+            // args: they are not variables.
+            for entry in &entries {
+                self.check_template(entry.node.span, &entry.value, scope, &args_ctx);
+            }
+            spec.args = entries.into_iter().map(|e| (e.name, e.value)).collect();
+        }
+        match fields.get("image") {
+            Some(field) => {
+                if let Some(image) = self.repository(field, sub_ctx, scope) {
+                    spec.image = image;
+                }
+            }
+            None => self.error(
+                fields.span,
+                format!("`build` in {label} has no `image`"),
+                Some("add `image:`, the repository to push to without a tag, e.g. `image: registry.example.com/team/app`"),
+            ),
+        }
+        if let Some(field) = fields.get("tags") {
+            spec.tags = self.tags(field, sub_ctx, scope);
+        }
+        if let Some(field) = fields.get("registry") {
+            let help =
+                "`registry` names a `[[registry]]` of gantry.toml; omit it to push anonymously";
+            spec.registry = self.name_value(field, sub_ctx, interpolated, help);
+        }
+        if let Some(field) = fields.get("push") {
+            spec.push = self.boolean(field, sub_ctx);
+        }
+        spec
+    }
+
+    /// `build.image`: a repository without a tag, `${VAR}` allowed.
+    fn repository(&mut self, field: Field, ctx: &str, scope: &Scope) -> Option<String> {
+        let image = self.string(field, ctx)?;
+        self.check_template(field.value.span, &image, scope, ctx);
+        // Only the literal parts can be checked before the run.
+        let Some(sample) = literal_sample(&image) else {
+            return Some(image);
+        };
+        if let Err(reason) = check_repository(&sample) {
+            let help = match reason.as_str() {
+                "it has a tag" => {
+                    "`image` is the repository: put the tag in `tags`, e.g. `tags: [\"1.0\"]`"
+                }
+                "it has a digest" => {
+                    "the digest is what the build produces: later stages read it as `${stages.NAME.digest}`"
+                }
+                _ => {
+                    "a repository looks like `registry.example.com:5000/team/app`: lowercase, without a tag"
+                }
+            };
+            self.error(
+                field.value.span,
+                format!("invalid image '{image}'{ctx}: {reason}"),
+                Some(help),
+            );
+            return None;
+        }
+        Some(image)
+    }
+
+    /// `build.tags`: at least one, each a Docker tag once interpolated.
+    fn tags(&mut self, field: Field, ctx: &str, scope: &Scope) -> Vec<String> {
+        let Some(list) = self.string_list(field, ctx) else {
+            return Vec::new();
+        };
+        if list.is_empty() {
+            self.error(
+                self.value_span(field),
+                format!("`tags`{ctx} is empty"),
+                Some("list at least one tag, or omit `tags` for `[\"${GANTRY_SHORT_SHA}\"]`"),
+            );
+        }
+        let mut tags: Vec<String> = Vec::with_capacity(list.len());
+        for tag in list {
+            if tags.contains(&tag.text) {
+                self.error(
+                    tag.span,
+                    format!("tag '{}' is listed twice{ctx}", tag.text),
+                    None::<String>,
+                );
+                continue;
+            }
+            self.check_template(tag.span, &tag.text, scope, ctx);
+            if let Some(sample) = literal_sample(&tag.text)
+                && let Err(reason) = check_tag(&sample)
+            {
+                self.error(
+                    tag.span,
+                    format!("invalid tag '{}'{ctx}: {reason}", tag.text),
+                    Some(TAG_RULE),
+                );
+            }
+            tags.push(tag.text);
+        }
+        tags
+    }
+
+    /// `deploy:`, the rollout.
+    fn deploy(&mut self, field: Field, label: &str, ctx: &str, scope: &Scope) -> DeploySpec {
+        let mut spec = DeploySpec {
+            cluster: None,
+            namespace: DeploySpec::DEFAULT_NAMESPACE.to_owned(),
+            deployment: String::new(),
+            container: None,
+            image: String::new(),
+            timeout: DeploySpec::DEFAULT_TIMEOUT,
+            rollback: Rollback::default(),
+        };
+        let sub_ctx = format!(" in `deploy` of {label}");
+        let expected = "a mapping with the `deployment` and the `image` to roll out";
+        let Some(fields) = self.mapping(field, Some(DEPLOY_KEYS), ctx, &sub_ctx, expected) else {
+            return spec;
+        };
+        let sub_ctx = &sub_ctx;
+        let interpolated = "in `deploy`, only `image` is interpolated";
+        if let Some(field) = fields.get("cluster") {
+            let help = "`cluster` names a `[[cluster]]` of gantry.toml; omit it for the default kubeconfig";
+            spec.cluster = self.name_value(field, sub_ctx, interpolated, help);
+        }
+        if let Some(field) = fields.get("namespace")
+            && let Some(namespace) = self.kube_name(
+                field,
+                sub_ctx,
+                interpolated,
+                check_dns_label,
+                DNS_LABEL_RULE,
+            )
+        {
+            spec.namespace = namespace;
+        }
+        match fields.get("deployment") {
+            Some(field) => {
+                spec.deployment = self
+                    .kube_name(
+                        field,
+                        sub_ctx,
+                        interpolated,
+                        check_dns_subdomain,
+                        DNS_SUBDOMAIN_RULE,
+                    )
+                    .unwrap_or_default();
+            }
+            None => self.error(
+                fields.span,
+                format!("`deploy` in {label} has no `deployment`"),
+                Some("add `deployment:`, the name of the Deployment whose image is replaced"),
+            ),
+        }
+        if let Some(field) = fields.get("container") {
+            spec.container = self.kube_name(
+                field,
+                sub_ctx,
+                interpolated,
+                check_dns_label,
+                DNS_LABEL_RULE,
+            );
+        }
+        match fields.get("image") {
+            Some(field) => spec.image = self.image_value(field, sub_ctx, scope).unwrap_or_default(),
+            None => self.error(
+                fields.span,
+                format!("`deploy` in {label} has no `image`"),
+                Some("add `image:`, the image to roll out, usually `image: ${stages.NAME.digest}` of the `build` stage"),
+            ),
+        }
+        if let Some(field) = fields.get("timeout")
+            && let Some(timeout) =
+                self.duration(field, sub_ctx, "omit `timeout` for the default of 5m")
+        {
+            spec.timeout = timeout;
+        }
+        if let Some(field) = fields.get("rollback") {
+            spec.rollback = self.rollback(field, sub_ctx);
+        }
+        spec
+    }
+
+    fn rollback(&mut self, field: Field, ctx: &str) -> Rollback {
+        let expected = "auto or never";
+        let Some(scalar) = self.scalar(field, ctx, expected) else {
+            return Rollback::default();
+        };
+        match scalar.text.parse() {
+            Ok(rollback) => rollback,
+            Err(_) => {
+                let help = match scalar.text.to_ascii_lowercase().as_str() {
+                    "false" | "no" | "off" | "none" | "manual" => {
+                        Some("write `never` to leave a failed rollout as it is".to_owned())
+                    }
+                    "true" | "yes" | "on" | "undo" => {
+                        Some("write `auto` to undo a failed rollout".to_owned())
+                    }
+                    _ => suggest(&scalar.text, &Rollback::NAMES)
+                        .map(|s| format!("did you mean '{s}'?")),
+                };
+                self.type_error(field, ctx, expected, help);
+                Rollback::default()
+            }
+        }
+    }
+
+    /// A string taken as written; `${` in it is an error, since it would
+    /// not be interpolated.
+    fn literal(&mut self, field: Field, ctx: &str, interpolated: &str) -> Option<String> {
+        let text = self.string(field, ctx)?;
+        if let Some(start) = text.find("${") {
+            let end = text[start..]
+                .find('}')
+                .map_or(start + 2, |end| start + end + 1);
+            let span = self.find_in_span(field.value.span, &text[start..end]);
+            self.error(
+                span,
+                format!("`{}`{ctx} cannot use `${{...}}`", field.name()),
+                Some(format!("{interpolated}; write the value itself")),
+            );
+            return None;
+        }
+        Some(text)
+    }
+
+    /// A name (a registry, a cluster, a Dockerfile target): not empty, no
+    /// whitespace.
+    fn name_value(
+        &mut self,
+        field: Field,
+        ctx: &str,
+        interpolated: &str,
+        help: &str,
+    ) -> Option<String> {
+        let text = self.literal(field, ctx, interpolated)?;
+        let key = field.name();
+        if text.trim().is_empty() {
+            self.error(
+                self.value_span(field),
+                format!("`{key}`{ctx} is empty"),
+                Some(help),
+            );
+            return None;
+        }
+        if text.contains(char::is_whitespace) {
+            self.error(
+                self.value_span(field),
+                format!("invalid `{key}` '{text}'{ctx}: it contains whitespace"),
+                Some(help),
+            );
+            return None;
+        }
+        Some(text)
+    }
+
+    /// A path inside the workspace.
+    fn workspace_path(
+        &mut self,
+        field: Field,
+        ctx: &str,
+        interpolated: &str,
+        help: &str,
+    ) -> Option<String> {
+        let text = self.literal(field, ctx, interpolated)?;
+        if let Err(reason) = check_workspace_path(&text) {
+            self.error(
+                self.value_span(field),
+                format!("invalid `{}` '{text}'{ctx}: {reason}", field.name()),
+                Some(help),
+            );
+            return None;
+        }
+        Some(text)
+    }
+
+    /// The name of a Kubernetes object.
+    fn kube_name(
+        &mut self,
+        field: Field,
+        ctx: &str,
+        interpolated: &str,
+        check: fn(&str) -> Result<(), String>,
+        rule: &str,
+    ) -> Option<String> {
+        let text = self.literal(field, ctx, interpolated)?;
+        if let Err(reason) = check(&text) {
+            self.error(
+                self.value_span(field),
+                format!("invalid `{}` '{text}'{ctx}: {reason}", field.name()),
+                Some(format!("a Kubernetes {} name is {rule}", field.name())),
+            );
+            return None;
+        }
+        Some(text)
     }
 
     fn image(&mut self, fields: &Fields, label: &str, ctx: &str, scope: &Scope) -> String {
@@ -848,7 +1317,7 @@ impl<'a> Validator<'a> {
             );
             return None;
         }
-        self.check_template(field.value, &image, scope, ctx);
+        self.check_template(field.value.span, &image, scope, ctx);
         Some(image)
     }
 
@@ -878,8 +1347,41 @@ impl<'a> Validator<'a> {
                     Some("remove it, or write the command"),
                 );
             }
+            self.check_outputs_in_command(command, ctx);
         }
         list.into_iter().map(|c| c.text).collect()
+    }
+
+    /// Commands are not interpolated, and to the shell `${stages.a.b}` is a
+    /// "bad substitution": say so before the run, and how to pass it.
+    fn check_outputs_in_command(&mut self, command: &Located, ctx: &str) {
+        let text = &command.text;
+        let mut from = 0;
+        while let Some(offset) = text[from..].find("${stages.") {
+            let start = from + offset;
+            from = start + 2;
+            let Some(end) = text[start..].find('}').map(|end| start + end) else {
+                break;
+            };
+            let name = &text[start + 2..end];
+            let Some((stage, key)) = stage_output(name) else {
+                continue;
+            };
+            let var = format!(
+                "{}_{}",
+                stage.to_ascii_uppercase(),
+                key.to_ascii_uppercase()
+            )
+            .replace(['.', '-'], "_");
+            let span = self.find_in_span(command.span, &text[start..=end]);
+            self.error(
+                span,
+                format!("stage output ${{{name}}} in a command{ctx}: commands are not interpolated"),
+                Some(format!(
+                    "set it in the stage's `env` (`{var}: ${{{name}}}`) and write `${var}` in the command"
+                )),
+            );
+        }
     }
 
     fn secrets(&mut self, field: Field, label: &str, env: &[(String, String)]) -> Vec<String> {
@@ -1024,15 +1526,16 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn timeout(&mut self, field: Field, ctx: &str) -> Option<Duration> {
+    /// A duration above zero; `zero_help` says what to write instead of 0.
+    fn duration(&mut self, field: Field, ctx: &str, zero_help: &str) -> Option<Duration> {
         let expected = "a duration like `90s`, `10m` or `1h30m`";
         let text = &self.scalar(field, ctx, expected)?.text;
         match parse_duration(text) {
             Ok(duration) if duration.is_zero() => {
                 self.error(
                     field.value.span,
-                    format!("`timeout`{ctx} must be greater than zero"),
-                    Some("omit `timeout` for no limit"),
+                    format!("`{}`{ctx} must be greater than zero", field.name()),
+                    Some(zero_help),
                 );
                 None
             }
@@ -1314,6 +1817,147 @@ impl<'a> Validator<'a> {
             Some(help),
         );
     }
+}
+
+impl Validator<'_> {
+    /// Checks each `${stages.NAME.KEY}`: NAME must be a `build` stage that
+    /// the stage using it needs, directly or through other stages, so that
+    /// its outputs exist when the stage starts.
+    fn check_output_refs(&mut self, pipeline: &Pipeline, drafts: &[StageDraft]) {
+        let refs = std::mem::take(&mut self.output_refs);
+        let build_stages: Vec<&str> = pipeline
+            .stages
+            .iter()
+            .filter(|stage| matches!(stage.kind, StageKind::Build(_)))
+            .map(|stage| stage.name.as_str())
+            .collect();
+        for output in refs {
+            let OutputRef {
+                from,
+                name,
+                stage,
+                key,
+                span,
+                ctx,
+            } = &output;
+            let user = &drafts[*from].label;
+            let Some(index) = pipeline.stage_index(stage) else {
+                let help = match suggest(stage, &build_stages) {
+                    Some(s) => format!("did you mean ${{stages.{s}.{key}}}?"),
+                    None if build_stages.is_empty() => {
+                        format!("there is no stage '{stage}', and no stage is a `build` stage")
+                    }
+                    None => format!(
+                        "there is no stage '{stage}'; the `build` stages are: {}",
+                        build_stages.join(", ")
+                    ),
+                };
+                self.error(
+                    *span,
+                    format!("unknown stage output ${{{name}}}{ctx}"),
+                    Some(help),
+                );
+                continue;
+            };
+            if !OUTPUT_KEYS.contains(&key.as_str()) {
+                let help = match suggest(key, &OUTPUT_KEYS) {
+                    Some(s) => format!("did you mean ${{stages.{stage}.{s}}}?"),
+                    None => "a `build` stage's outputs are `digest` (the pushed image, `repository@sha256:...`) and `image` (`repository:tag`)".to_owned(),
+                };
+                self.error(
+                    *span,
+                    format!("unknown stage output ${{{name}}}{ctx}"),
+                    Some(help),
+                );
+                continue;
+            }
+            let target = &pipeline.stages[index];
+            let StageKind::Build(build) = &target.kind else {
+                self.error(
+                    *span,
+                    format!("${{{name}}}{ctx}: stage '{stage}' is not a build stage"),
+                    Some(format!(
+                        "only `build` stages have outputs, and '{stage}' is a `{}` stage",
+                        target.kind_name()
+                    )),
+                );
+                continue;
+            };
+            if index == *from {
+                self.error(
+                    *span,
+                    format!("${{{name}}}{ctx}: a stage cannot use its own {key}"),
+                    Some("a stage's outputs are known only once it has finished"),
+                );
+                continue;
+            }
+            if !needs_transitively(pipeline, *from, index) {
+                let help = match (&drafts[*from].needs, from.checked_sub(1)) {
+                    (None, Some(before)) => {
+                        let before = &pipeline.stages[before].name;
+                        format!(
+                            "{user} has no `needs`, so it waits only for the stage before it ('{before}'): write `needs: [{before}, {stage}]`"
+                        )
+                    }
+                    (None, None) => format!("add `needs: [{stage}]` to {user}"),
+                    (Some(_), _) => format!("add '{stage}' to the `needs` of {user}"),
+                };
+                self.error(
+                    *span,
+                    format!(
+                        "${{{name}}}{ctx}: {user} does not need '{stage}', so its {key} is not known yet"
+                    ),
+                    Some(help),
+                );
+                continue;
+            }
+            if key == "digest" && !build.push {
+                self.error(
+                    *span,
+                    format!(
+                        "${{{name}}}{ctx}: stage '{stage}' does not push (push: false), so it has no digest"
+                    ),
+                    Some(format!(
+                        "use ${{stages.{stage}.image}}, the image it leaves on the Docker host, or let it push"
+                    )),
+                );
+            }
+        }
+    }
+}
+
+/// Whether stage `from` needs stage `to`, directly or through others.
+fn needs_transitively(pipeline: &Pipeline, from: usize, to: usize) -> bool {
+    let mut seen = vec![false; pipeline.stages.len()];
+    let mut stack = vec![from];
+    while let Some(stage) = stack.pop() {
+        for &need in &pipeline.stages[stage].needs {
+            if need == to {
+                return true;
+            }
+            if !seen[need] {
+                seen[need] = true;
+                stack.push(need);
+            }
+        }
+    }
+    false
+}
+
+/// `template` with each `${...}` replaced by `x`, a value valid in tags and
+/// repositories, to check the literal parts; `None` if it does not parse
+/// (which is reported elsewhere).
+fn literal_sample(template: &str) -> Option<String> {
+    let pieces = pieces(template).ok()?;
+    Some(
+        pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Text(text) => *text,
+                Piece::Var { .. } => "x",
+            })
+            .collect(),
+    )
 }
 
 /// One cycle per strongly connected component of more than one stage (self

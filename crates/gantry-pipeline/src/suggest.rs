@@ -27,6 +27,16 @@ const ALIASES: &[(&str, &str)] = &[
     ("tags", "tag"),
     ("branch", "branches"),
     ("tag", "tags"),
+    ("file", "dockerfile"),
+    ("build_args", "args"),
+    ("build-args", "args"),
+    ("repository", "image"),
+    ("repo", "image"),
+    ("name", "deployment"),
+    ("name", "image"),
+    ("context", "cluster"),
+    ("kube_context", "cluster"),
+    ("ns", "namespace"),
 ];
 
 /// The candidate closest to `word`, if one is close enough to be a typo (or

@@ -26,7 +26,7 @@ pub async fn projects(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 /// A clone URL without any password or token written into it.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.split_once('@') {
             Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://***@{host}"),
@@ -67,7 +67,12 @@ pub async fn list_runs(
             limit,
         })
         .await?;
-    Ok(Json(json!({ "runs": runs })))
+    // Each run as `GET /runs/{id}` shows it, stages with their needs, outputs and deploy.
+    let mut views = Vec::with_capacity(runs.len());
+    for run in &runs {
+        views.push(crate::sse::run_view(&app, run).await?);
+    }
+    Ok(Json(json!({ "runs": views })))
 }
 
 async fn find_run(app: &App, id: i64) -> ApiResult<Run> {
@@ -77,8 +82,9 @@ async fn find_run(app: &App, id: i64) -> ApiResult<Run> {
         .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
 }
 
-pub async fn get_run(State(app): State<Arc<App>>, Path(id): Path<i64>) -> ApiResult<Json<Run>> {
-    Ok(Json(find_run(&app, id).await?))
+pub async fn get_run(State(app): State<Arc<App>>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+    let run = find_run(&app, id).await?;
+    Ok(Json(crate::sse::run_view(&app, &run).await?))
 }
 
 #[derive(Deserialize)]
@@ -166,6 +172,7 @@ pub async fn trigger(
             rerun_of: None,
         })
         .await?;
+    app.hub.run_changed(run.id);
     app.runs_waiting.notify_one();
     Ok((StatusCode::CREATED, Json(run)))
 }
@@ -202,7 +209,10 @@ pub async fn cancel(State(app): State<Arc<App>>, Path(id): Path<i64>) -> ApiResu
                     RunStatus::Cancelled,
                     Some("cancelled before it started"),
                 )
-                .await?
+                .await?;
+            app.hub.run_changed(id);
+            app.metrics
+                .run_finished(&run.project, RunStatus::Cancelled, None);
         }
     }
     Ok(Json(find_run(&app, id).await?))
@@ -232,6 +242,7 @@ pub async fn rerun(
             rerun_of: Some(run.id),
         })
         .await?;
+    app.hub.run_changed(new.id);
     app.runs_waiting.notify_one();
     Ok((StatusCode::CREATED, Json(new)))
 }

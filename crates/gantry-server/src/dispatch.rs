@@ -186,6 +186,7 @@ async fn decide_push(app: &Arc<App>, delivery: &Delivery) -> Result<(String, Opt
         .create_run(new_run())
         .await
         .map_err(|e| format!("error: cannot create the run: {e}"))?;
+    app.hub.run_changed(run.id);
     app.runs_waiting.notify_one();
     Ok((format!("run #{} queued", run.number), Some(run.id)))
 }
@@ -197,6 +198,7 @@ async fn make_error_run(app: &Arc<App>, new_run: NewRun, reason: &str) -> Result
         .create_failed_run(new_run, reason)
         .await
         .map_err(|e| format!("error: cannot create the run: {e}"))?;
+    app.hub.run_changed(run.id);
     app.metrics
         .run_finished(&run.project, gantry_store::RunStatus::Error, None);
     let first_line = reason.lines().next().unwrap_or_default();

@@ -7,15 +7,29 @@
 //! - `webhook`: verifies and stores deliveries, answers at once;
 //! - `dispatch`: turns stored deliveries into runs (or a reason for none);
 //! - `runner`: the queue: checkout, engine, storing events;
-//! - `api`: `/api/v1`, behind the admin token (`auth`).
+//! - `api`: `/api/v1`, behind the admin token (`auth`);
+//! - `secrets`: the API's secret store, and the secrets a run gets;
+//! - `deployments`: the deploy history and manual rollbacks;
+//! - `metrics`: `/metrics` for Prometheus, and what the others record into it;
+//! - `hub` and `sse`: live run events, fanned out to Server-Sent Events streams;
+//! - `logs`: a stage's log by line ranges, search and download, for viewers of any size;
+//! - `web`: the embedded web UI (`web/`) and its cookie sessions.
 
 mod api;
 mod auth;
+mod deployments;
 mod dispatch;
 mod error;
+mod hub;
+mod logs;
+pub mod metrics;
 mod runner;
+mod secrets;
+mod sse;
 mod state;
+mod web;
 pub mod webhook;
+pub mod wiring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,13 +38,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use gantry_config::Config;
 use gantry_store::{RunStatus, StageRecord, StageStatus, Store};
 use serde_json::json;
 use tokio::net::TcpListener;
 
 pub use crate::state::App;
+pub use crate::wiring::{kube_deployer, registry_auths};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +56,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Store(#[from] gantry_store::Error),
+    #[error(transparent)]
+    SecretKey(#[from] gantry_secrets::Error),
     #[error("cannot read or create the admin token in {path}: {source}")]
     Token {
         path: String,
@@ -82,8 +99,9 @@ impl Server {
                 path: data_dir.display().to_string(),
                 source,
             })?;
+        let secret_key = load_secret_key(&data_dir)?;
         let listen = config.server.listen;
-        let app = Arc::new(App::new(config, store, token));
+        let app = Arc::new(App::new(config, store, token, secret_key));
         recover(&app).await?;
         let listener = TcpListener::bind(listen)
             .await
@@ -97,6 +115,7 @@ impl Server {
         })?;
         tokio::spawn(dispatch::dispatcher(app.clone()));
         tokio::spawn(runner::runner(app.clone()));
+        tokio::spawn(metrics::upkeep(app.clone()));
         Ok(Server {
             app,
             addr,
@@ -145,13 +164,32 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/runs", get(api::list_runs).post(api::trigger))
         .route("/runs/{id}", get(api::get_run))
         .route("/runs/{id}/stages/{stage}/log", get(api::stage_log))
+        .route("/runs/{id}/stages/{stage}/lines", get(logs::lines))
+        .route("/runs/{id}/stages/{stage}/search", get(logs::search))
+        .route("/runs/{id}/stages/{stage}/raw", get(logs::raw))
+        .route("/runs/{id}/events", get(sse::run_events))
+        .route("/events", get(sse::list_events))
         .route("/runs/{id}/cancel", post(api::cancel))
         .route("/runs/{id}/rerun", post(api::rerun))
         .route("/deliveries", get(api::deliveries))
+        .route("/deployments", get(deployments::list))
+        .route(
+            "/deployments/{cluster}/{namespace}/{name}/rollback",
+            post(deployments::rollback),
+        )
+        .route(
+            "/deployments/{cluster}/{namespace}/{name}/history",
+            get(deployments::history),
+        )
+        .route("/projects/{project}/secrets", get(secrets::list))
+        .route(
+            "/projects/{project}/secrets/{name}",
+            put(secrets::put).delete(secrets::delete),
+        )
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            auth::require_token,
+            web::require_auth,
         ));
     Router::new()
         .route(
@@ -160,9 +198,33 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::endpoint))
         .nest("/api/v1", api)
+        .merge(web::routes())
         .fallback(not_found)
+        // Last, so that it wraps every route above (and the fallback).
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::track_http,
+        ))
         .with_state(app)
+}
+
+/// The key of the secret store: `GANTRY_SECRET_KEY`, or `data_dir/secret.key` (made at first
+/// start, and worth a backup: without it no stored secret can be read).
+fn load_secret_key(data_dir: &std::path::Path) -> Result<gantry_secrets::SecretKey, Error> {
+    let key = gantry_secrets::SecretKey::load(data_dir, &|name| std::env::var(name).ok())?;
+    if let gantry_secrets::KeyOrigin::File {
+        path,
+        created: true,
+    } = key.origin()
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "generated the secret store's key; back it up: stored secrets cannot be read without it"
+        );
+    }
+    Ok(key)
 }
 
 async fn not_found() -> error::ApiError {
@@ -218,6 +280,8 @@ async fn recover(app: &Arc<App>) -> Result<(), Error> {
         app.store
             .finish_run(run.id, RunStatus::Error, Some(REASON))
             .await?;
+        app.metrics
+            .run_finished(&run.project, RunStatus::Error, None);
         let _ = std::fs::remove_dir_all(app.workspace_path(run.id));
     }
     match app.docker().await {

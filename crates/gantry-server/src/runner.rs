@@ -30,6 +30,7 @@ pub async fn runner(app: Arc<App>) {
             }
             match app.store.claim_next_queued().await {
                 Ok(Some(run)) => {
+                    app.hub.run_changed(run.id);
                     app.running.fetch_add(1, Ordering::SeqCst);
                     let token = CancellationToken::new();
                     if let Ok(mut cancels) = app.cancels.lock() {
@@ -62,6 +63,7 @@ pub async fn runner(app: Arc<App>) {
 
 async fn execute(app: &Arc<App>, run: Run, cancel: CancellationToken) {
     let id = run.id;
+    let started = std::time::Instant::now();
     tracing::info!(run_id = id, project = %run.project, number = run.number, "run started");
     let (status, reason) = match prepare_and_run(app, &run, cancel).await {
         Ok(result) => result,
@@ -71,6 +73,9 @@ async fn execute(app: &Arc<App>, run: Run, cancel: CancellationToken) {
     if let Err(e) = app.store.finish_run(id, status, reason.as_deref()).await {
         tracing::error!(run_id = id, error = %e, "cannot record a run's end");
     }
+    app.hub.run_changed(id);
+    app.metrics
+        .run_finished(&run.project, status, Some(started.elapsed()));
     tidy_workspaces(app, id);
 }
 
@@ -118,6 +123,7 @@ async fn prepare_and_run(
             .set_run_commit(run.id, &checkout.sha, Some(&checkout.message))
             .await
             .map_err(|e| format!("cannot record the commit: {e}"))?;
+        app.hub.run_changed(run.id);
     }
 
     let file = workspace.join(&project.pipeline);
@@ -140,7 +146,17 @@ async fn prepare_and_run(
             .upsert_stage(run.id, &record)
             .await
             .map_err(|e| format!("cannot record stages: {e}"))?;
+        let needs: Vec<String> = stage
+            .needs
+            .iter()
+            .filter_map(|&i| pipeline.stages.get(i).map(|s| s.name.clone()))
+            .collect();
+        app.store
+            .set_stage_needs(run.id, &stage.name, &needs)
+            .await
+            .map_err(|e| format!("cannot record stages: {e}"))?;
     }
+    app.hub.stage_changed(run.id);
     if cancel.is_cancelled() {
         return Ok((RunStatus::Cancelled, Some("cancelled".into())));
     }
@@ -173,14 +189,13 @@ async fn prepare_and_run(
         },
         pipeline,
         extra_env: Vec::new(),
-        secrets: project
-            .secrets
-            .iter()
-            .map(|(k, v)| (k.clone(), v.expose().to_string()))
-            .collect(),
+        secrets: crate::secrets::for_run(app, &project).await?,
         selection: StageSelection::All,
         max_parallel: 4,
         archive,
+        registries: crate::wiring::registry_auths(&app.config),
+        deployer: Arc::new(crate::wiring::kube_deployer(&app.config)),
+        source_url: crate::api::redact_url(&project.clone_url),
     };
     let names = stage_names(&plan.pipeline);
     let (tx, rx) = mpsc::channel(4096);
@@ -259,8 +274,10 @@ async fn flush(
             continue;
         }
         let name = names.get(*stage).map(String::as_str).unwrap_or("?");
-        if let Err(e) = app.store.append_logs(run_id, name, lines).await {
-            tracing::error!(run_id, stage = name, error = %e, "cannot store log lines");
+        match app.store.append_logs(run_id, name, lines).await {
+            // Stored first, published second: a viewer fills any gap from the store.
+            Ok(()) => app.hub.publish_lines(run_id, name, lines),
+            Err(e) => tracing::error!(run_id, stage = name, error = %e, "cannot store log lines"),
         }
         lines.clear();
     }
@@ -296,6 +313,14 @@ async fn store_stage(
     };
     if let Err(e) = app.store.upsert_stage(run_id, &record).await {
         tracing::error!(run_id, stage = %report.name, error = %e, "cannot store a stage change");
+    }
+    if finished {
+        crate::deployments::record_stage(app, run_id, report, record.started_at).await;
+    }
+    app.hub.stage_changed(run_id);
+    if let (Some(start), Some(end)) = (record.started_at, record.finished_at) {
+        let took = (end - start).to_std().unwrap_or_default();
+        app.metrics.stage_finished(status.as_str(), took);
     }
 }
 

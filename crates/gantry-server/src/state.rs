@@ -14,6 +14,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub admin_token: Secret,
+    /// Seals and opens the secrets set through the API.
+    pub secret_key: gantry_secrets::SecretKey,
     /// The `gantry.owner` label of this server's containers: derived from the
     /// data directory, so servers sharing a Docker engine leave each other alone.
     pub owner: String,
@@ -26,15 +28,28 @@ pub struct App {
     /// Cancellation handles of the runs in progress.
     pub cancels: Mutex<HashMap<i64, CancellationToken>>,
     pub shutdown: CancellationToken,
+    /// Live run events for the SSE streams (`hub`, `sse`).
+    pub hub: crate::hub::Hub,
+    /// The web UI's browser sessions (`web`).
+    pub sessions: crate::web::Sessions,
+    /// This server's Prometheus registry (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, admin_token: Secret) -> App {
+    pub fn new(
+        config: Config,
+        store: Store,
+        admin_token: Secret,
+        secret_key: gantry_secrets::SecretKey,
+    ) -> App {
         let owner = owner_label(&config.server.data_dir);
+        let metrics = crate::metrics::Metrics::new(config.projects.iter().map(|p| p.name.as_str()));
         App {
             config,
             store,
             admin_token,
+            secret_key,
             owner,
             docker: tokio::sync::Mutex::new(None),
             deliveries_waiting: Notify::new(),
@@ -42,6 +57,9 @@ impl App {
             running: AtomicUsize::new(0),
             cancels: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            hub: crate::hub::Hub::new(),
+            sessions: crate::web::Sessions::default(),
+            metrics,
         }
     }
 

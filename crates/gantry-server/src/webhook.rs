@@ -17,12 +17,41 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::{self, WebhookResult};
 use crate::state::App;
 
 /// GitHub's own cap on webhook payloads.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
+/// Receives a delivery (`receive`) and counts what became of it.
 pub async fn github(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let event = metrics::webhook_event(headers.get("x-github-event").and_then(|v| v.to_str().ok()));
+    let answer = receive(State(app.clone()), headers, body).await;
+    app.metrics
+        .webhook_delivery(event, delivery_result(&answer));
+    answer
+}
+
+/// What became of a delivery, told by the answer `receive` gave it.
+fn delivery_result(answer: &ApiResult<(StatusCode, Json<Value>)>) -> WebhookResult {
+    match answer {
+        Ok((_, Json(body))) if body["duplicate"] == true => WebhookResult::Duplicate,
+        Ok(_) => WebhookResult::Accepted,
+        Err(e) => match e.status {
+            StatusCode::PAYLOAD_TOO_LARGE => WebhookResult::TooLarge,
+            StatusCode::BAD_REQUEST => WebhookResult::Malformed,
+            StatusCode::NOT_FOUND => WebhookResult::UnknownRepository,
+            StatusCode::UNAUTHORIZED => WebhookResult::BadSignature,
+            _ => WebhookResult::Error,
+        },
+    }
+}
+
+async fn receive(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -156,7 +185,7 @@ mod tests {
             header
         ));
         assert_eq!(
-            sign(b"It's a Secret to Everybody", b"Hello, World!"),
+            gantry_testkit::webhook::sign("It's a Secret to Everybody", b"Hello, World!"),
             header
         );
         assert!(!signature_matches(b"wrong", b"Hello, World!", header));

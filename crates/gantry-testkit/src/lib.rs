@@ -7,6 +7,9 @@
 
 pub mod git;
 pub mod git_http;
+pub mod kube;
+pub mod registry;
+pub mod webdriver;
 pub mod webhook;
 
 pub use git::FixtureRepo;

@@ -129,6 +129,26 @@ impl Printer {
             text.push_str(cells.join("  ").trim_end());
             text.push('\n');
         }
+        for stage in &summary.stages {
+            for (key, value) in &stage.outputs {
+                let what = if key == "digest" { "pushed" } else { "built" };
+                if key == "image" && stage.outputs.iter().any(|(k, _)| k == "digest") {
+                    continue;
+                }
+                text.push_str(&format!("\n{}: {what} {value}", stage.name));
+            }
+            if let Some(deploy) = &stage.deploy {
+                let revisions = match (deploy.revision_before, deploy.revision_after) {
+                    (Some(before), Some(after)) => format!(", revision {before} -> {after}"),
+                    _ => String::new(),
+                };
+                let before = deploy.image_before.as_deref().unwrap_or("?");
+                text.push_str(&format!("\n{}: image {before} replaced{revisions}", stage.name));
+            }
+        }
+        if summary.stages.iter().any(|s| !s.outputs.is_empty() || s.deploy.is_some()) {
+            text.push('\n');
+        }
         text.push_str(&format!(
             "\nrun {} in {}",
             summary.status,

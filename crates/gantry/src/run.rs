@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// How many independent stages may run at once.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+    /// Registries and clusters for `build` and `deploy` stages (default:
+    /// ./gantry.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn parse_pair(arg: &str) -> Result<(String, String), String> {
@@ -126,6 +130,8 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
         repo: pipeline.name.clone().unwrap_or(repo),
     };
 
+    let env = |name: &str| std::env::var(name).ok();
+    let config = gantry_config::load(args.config.as_deref(), &env).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let docker = gantry_docker::Docker::connect().await?;
     remove_dead_leftovers(&docker).await;
     let archive = {
@@ -139,7 +145,8 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
     tokio::spawn(cancel_on_signal(cancel.clone()));
 
     let names: Vec<String> = pipeline.stages.iter().map(|s| s.name.clone()).collect();
-    let secrets: Vec<String> = args.secrets.iter().map(|(_, v)| v.clone()).collect();
+    let mut secrets: Vec<String> = args.secrets.iter().map(|(_, v)| v.clone()).collect();
+    secrets.extend(config.registries.iter().map(|r| r.password.expose().to_string()));
     let plan = RunPlan {
         run: RunLabels {
             run_id: new_run_id(),
@@ -153,6 +160,9 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
         selection,
         max_parallel: args.parallel,
         archive,
+        registries: gantry_server::registry_auths(&config),
+        deployer: Arc::new(gantry_server::kube_deployer(&config)),
+        source_url: dir.display().to_string(),
     };
     let (tx, mut rx) = mpsc::channel(1024);
     let engine = tokio::spawn(gantry_engine::execute(Arc::new(docker), plan, tx, cancel));

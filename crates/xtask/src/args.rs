@@ -38,6 +38,12 @@ impl Args {
         Ok(Some(self.0.remove(at)))
     }
 
+    /// Takes `--name` if present.
+    pub fn flag(&mut self, name: &str) -> bool {
+        let found = self.0.iter().position(|arg| arg == name);
+        found.map(|at| self.0.remove(at)).is_some()
+    }
+
     /// Takes every remaining argument, to pass on to another program.
     pub fn rest(self) -> Vec<String> {
         self.0
@@ -83,6 +89,15 @@ mod tests {
             a.finish().unwrap_err().to_string(),
             "unexpected argument(s): --verbose; see `cargo xtask help`"
         );
+    }
+
+    #[test]
+    fn flags_are_taken_once() {
+        let mut a = args("image --debug");
+        assert_eq!(a.subcommand().as_deref(), Some("image"));
+        assert!(a.flag("--debug"));
+        assert!(!a.flag("--debug"));
+        a.finish().unwrap();
     }
 
     #[test]

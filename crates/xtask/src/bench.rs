@@ -28,7 +28,11 @@ pub const USAGE: &str =
     "    bench run [--iterations N]    `gantry run` of a one-stage pipeline against `docker run`
     bench floor [--iterations N]  the `docker run --rm local/busybox` floor alone
     bench server [--iterations N] `gantry serve`: webhook to finished run, a burst of 40,
-                                  ingestion rate and latency, memory (vs git clone + docker run)";
+                                  ingestion rate and latency, memory (vs git clone + docker run)
+    bench web                     the web UI in Chromium: a 1,000,000-line log, line delay
+                                  from container to page, 10 live viewers of a 200 MB stage
+    bench image [--iterations N]  a build-and-push stage vs `docker build` + `docker push`
+    bench deploy                  per injected fault, first failing pod -> rollback patch sent";
 
 pub fn main(mut args: Args) -> Result<()> {
     let name = args
@@ -47,7 +51,10 @@ pub fn main(mut args: Args) -> Result<()> {
         "run" => run(iterations),
         "floor" => floor(iterations),
         "server" => server(iterations),
-        other => bail!("no benchmark named `{other}`; there are: run, floor, server"),
+        "image" => example("gantry-docker", "build_push", &[iterations.to_string()]),
+        "deploy" => example("gantry-kube", "fault_detection", &[]),
+        "web" => web(),
+        other => bail!("no benchmark named `{other}`; there are: run, floor, server, web, image, deploy"),
     }
 }
 
@@ -68,6 +75,36 @@ fn server(iterations: usize) -> Result<()> {
         .env("GANTRY_BIN", target_dir().join("release/gantry"))
         .run()
         .context("the server benchmark failed")
+}
+
+/// The web benchmark drives Chromium and a server in-process, as the integration tests do.
+fn web() -> Result<()> {
+    require_busybox()?;
+    if !images::exists(images::PYTHON) {
+        bail!("image {} is missing; build it with `cargo xtask images`", images::PYTHON);
+    }
+    eprintln!("==> building the web benchmark in release mode");
+    cmd::cargo()
+        .args(["build", "--release", "-p", "gantry-server", "--example", "web_bench"])
+        .run()
+        .context("building the web benchmark failed")?;
+    Cmd::new(target_dir().join("release/examples/web_bench"))
+        .run()
+        .context("the web benchmark failed; `cargo xtask provision` installs Chromium")
+}
+
+/// Benchmarks that are example programs of the crate they measure.
+fn example(package: &str, name: &str, args: &[String]) -> Result<()> {
+    require_busybox()?;
+    eprintln!("==> building {package}'s {name} in release mode");
+    cmd::cargo()
+        .args(["build", "--release", "-p", package, "--example", name])
+        .run()
+        .with_context(|| format!("building the {name} benchmark failed"))?;
+    Cmd::new(target_dir().join("release/examples").join(name))
+        .args(args.iter())
+        .run()
+        .with_context(|| format!("the {name} benchmark failed"))
 }
 
 /// A command under measurement, built afresh for every iteration.

@@ -129,7 +129,7 @@ fn verify_python(reference: &str) -> Result<()> {
 }
 
 /// `tar -C rootfs -c . | docker import --change ... - reference`
-fn import(rootfs: &Path, reference: &str, changes: &[&str]) -> Result<()> {
+pub(crate) fn import(rootfs: &Path, reference: &str, changes: &[&str]) -> Result<()> {
     let tar = Cmd::new("tar")
         .args(["--numeric-owner", "-C"])
         .arg(rootfs)
@@ -142,7 +142,7 @@ fn import(rootfs: &Path, reference: &str, changes: &[&str]) -> Result<()> {
     pipe(tar, docker)
 }
 
-fn remove_files_in(dir: &Path, suffix: &str) -> Result<()> {
+pub(crate) fn remove_files_in(dir: &Path, suffix: &str) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))? {
         let path = entry?.path();
         if path.to_string_lossy().ends_with(suffix) {
@@ -154,7 +154,7 @@ fn remove_files_in(dir: &Path, suffix: &str) -> Result<()> {
 }
 
 /// The Debian mirror apt is configured with, so debootstrap downloads from the same place.
-fn configured_mirror() -> String {
+pub(crate) fn configured_mirror() -> String {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(entries) = fs::read_dir("/etc/apt/sources.list.d") {
         let mut listed: Vec<PathBuf> = entries
@@ -241,17 +241,17 @@ fn is_fetchable(uri: &str) -> bool {
 }
 
 /// A directory under /var/tmp (on disk, unlike a tmpfs /tmp) that is removed when dropped.
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn new(purpose: &str) -> Result<ScratchDir> {
+    pub(crate) fn new(purpose: &str) -> Result<ScratchDir> {
         let path = PathBuf::from(format!("/var/tmp/gantry-xtask-{purpose}-{}", process::id()));
         fs::create_dir_all(&path)
             .with_context(|| format!("could not create {}", path.display()))?;
         Ok(ScratchDir(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod cmd;
+mod image;
 mod images;
 mod provision;
 
@@ -27,6 +28,8 @@ tasks:
     serve [ARGS...]               provision Docker and the images, then `gantry serve ARGS`
                                   (127.0.0.1:8080, SQLite in ./gantry-data unless configured)
     demo                          provision, then `gantry run` on pipelines/examples/hello
+    image [--debug]               build Gantry's container image (deploy/Dockerfile) offline as
+                                  gantry:dev, run it, check /healthz, report its size
 ";
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn run(mut args: Args) -> Result<()> {
             provision()?;
             gantry(&["run".to_string()], &workspace_root().join("pipelines/examples/hello"))
         }
+        "image" => image::main(args),
         "bench" => bench::main(args),
         "help" | "-h" | "--help" => {
             print_usage();
@@ -92,6 +96,7 @@ fn provision() -> Result<()> {
     let started = Instant::now();
     provision::install_packages()?;
     provision::ensure_docker()?;
+    provision::ensure_kubectl()?;
     images::ensure_all("")?;
     eprintln!("==> provisioned in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())

@@ -12,14 +12,54 @@ use anyhow::{Context, Result, bail};
 use crate::cmd::Cmd;
 
 /// Debian packages the tests and the image builds need. Add new outside systems here.
-/// (`libssl-dev` and `pkg-config`: git2's HTTPS transport builds against the system OpenSSL.)
+/// (`libssl-dev` and `pkg-config`: git2's HTTPS transport builds against the system OpenSSL;
+/// `docker-registry` and `apache2-utils`' `htpasswd`: the image push tests' registry.)
 pub const PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
     "debootstrap",
     "libssl-dev",
     "pkg-config",
+    "docker-registry",
+    "apache2-utils",
+    // promtool and prometheus: the metrics tests scrape Gantry with a real Prometheus.
+    "prometheus",
+    // The web UI's tests and benchmark drive a real headless Chromium through chromedriver.
+    "chromium",
+    "chromium-driver",
+    // git http-backend serves the test repositories over smart HTTP.
+    "git",
 ];
+
+/// kubectl talks to the Kubernetes API emulator in the deploy tests, which
+/// check that kubectl and Gantry agree. Debian's own `kubernetes-client` is
+/// 1.20, too old for that: the machines carry the `kubectl` package (1.32).
+pub fn ensure_kubectl() -> Result<()> {
+    let works = |_: ()| {
+        Command::new("kubectl")
+            .args(["version", "--client"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if works(()) {
+        eprintln!("==> kubectl present");
+        return Ok(());
+    }
+    eprintln!("==> installing kubectl");
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-q", "kubectl"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !installed || !works(()) {
+        bail!("kubectl is missing and `apt-get install kubectl` did not provide it; install kubectl 1.32 (the deploy tests compare its view with Gantry's)");
+    }
+    Ok(())
+}
 
 const DOCKERD_LOG: &str = "/tmp/gantry-dockerd.log";
 const DOCKERD_STARTUP: Duration = Duration::from_secs(60);

@@ -7,9 +7,11 @@
 // Helpers outside `#[test]` functions are test code too; a panic is the right failure here.
 #![allow(clippy::unwrap_used)]
 
+mod build;
 mod cleanup;
 mod connect;
 mod images;
+mod push;
 mod services;
 mod stages;
 mod support;

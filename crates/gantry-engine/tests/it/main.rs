@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gantry_engine::{
-    Executor, LogStream, Output, RunEvent, RunLabels, RunPlan, RunStatus, RunSummary,
-    StageSelection, StageSpec, StageStatus, Stream, Termination, Workspace,
+    BuildSpec, BuiltImage, DeployOutcome, DeployRequest, DeployResult, Deployer, Executor,
+    LogStream, NoClusters, Output, RegistryAuth, RunEvent, RunLabels, RunPlan, RunStatus,
+    RunSummary, StageSelection, StageSpec, StageStatus, Stream, Termination, Workspace,
 };
 use gantry_pipeline::{Event, RunContext};
 use tokio::sync::mpsc;
@@ -37,6 +38,8 @@ struct Fake {
     /// Every spec the engine asked to run, in order.
     calls: Mutex<Vec<StageSpec>>,
     cleaned: Mutex<Vec<String>>,
+    builds: Mutex<Vec<BuildSpec>>,
+    pushes: Mutex<Vec<(String, Option<String>)>>,
 }
 
 impl Fake {
@@ -45,6 +48,8 @@ impl Fake {
             script: Box::new(script),
             calls: Mutex::default(),
             cleaned: Mutex::default(),
+            builds: Mutex::default(),
+            pushes: Mutex::default(),
         })
     }
 }
@@ -83,6 +88,32 @@ impl Executor for Fake {
         Ok(behaviour.end)
     }
 
+    async fn build_image(
+        &self,
+        spec: &BuildSpec,
+        output: mpsc::Sender<Output>,
+        _cancel: CancellationToken,
+    ) -> Result<BuiltImage, gantry_docker::Error> {
+        self.builds.lock().unwrap().push(spec.clone());
+        let _ = output.send(Output { stream: Stream::Stdout, bytes: b"Step 1/1 : FROM local/busybox\n".to_vec() }).await;
+        Ok(BuiltImage {
+            id: "sha256:1111".into(),
+            references: spec.tags.iter().map(|t| format!("{}:{t}", spec.image)).collect(),
+        })
+    }
+
+    async fn push_image(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        _output: mpsc::Sender<Output>,
+        _cancel: CancellationToken,
+    ) -> Result<String, gantry_docker::Error> {
+        self.pushes.lock().unwrap().push((reference.to_string(), auth.map(|a| a.username.clone())));
+        let repository = reference.rsplit_once(':').map(|(r, _)| r).unwrap_or(reference);
+        Ok(format!("{repository}@sha256:abcdef"))
+    }
+
     async fn cleanup(&self, run_id: &str) -> Result<(), gantry_docker::Error> {
         self.cleaned.lock().unwrap().push(run_id.to_string());
         Ok(())
@@ -115,6 +146,9 @@ fn plan(yaml: &str) -> RunPlan {
         selection: StageSelection::All,
         max_parallel: 4,
         archive: Vec::new(),
+        registries: Vec::new(),
+        deployer: Arc::new(NoClusters),
+        source_url: "https://github.com/demo/app.git".into(),
     }
 }
 
@@ -453,4 +487,129 @@ async fn timeouts_and_oom_kills_read_well() {
             ..
         }
     )));
+}
+
+/// A cluster that answers from a script and remembers what it was asked.
+struct FakeDeployer {
+    outcome: DeployOutcome,
+    requests: Mutex<Vec<DeployRequest>>,
+}
+
+impl Deployer for FakeDeployer {
+    fn deploy<'a>(
+        &'a self,
+        request: &'a DeployRequest,
+        progress: mpsc::Sender<String>,
+        _cancel: CancellationToken,
+    ) -> gantry_engine::deploy::DeployFuture<'a> {
+        self.requests.lock().unwrap().push(request.clone());
+        let outcome = self.outcome.clone();
+        Box::pin(async move {
+            let _ = progress.send("1 of 2 updated, 0 available".into()).await;
+            Ok(DeployResult {
+                cluster: "default".into(),
+                namespace: request.namespace.clone(),
+                deployment: request.deployment.clone(),
+                image_after: request.image.clone(),
+                outcome,
+                image_before: Some("old".into()),
+                revision_before: Some(4),
+                revision_after: Some(5),
+            })
+        })
+    }
+}
+
+const BUILD_AND_DEPLOY: &str = r#"
+stages:
+  - { name: test, image: img, commands: [x] }
+  - name: image
+    build: { image: "registry.local:5000/app", tags: ["${GANTRY_SHORT_SHA}", latest], registry: nexus }
+  - name: deploy
+    deploy: { namespace: shop, deployment: backend, image: "${stages.image.digest}" }
+  - name: after
+    image: img
+    commands: [x]
+    env: { PUSHED: "${stages.image.digest}" }
+"#;
+
+fn nexus() -> RegistryAuth {
+    RegistryAuth { name: "nexus".into(), address: "registry.local:5000".into(), username: "ci".into(), password: "nexus-pass-123".into() }
+}
+
+#[tokio::test]
+async fn build_pushes_every_tag_and_deploy_gets_the_digest() {
+    let fake = Fake::new(|_| exits(0, &[]));
+    let deployer = Arc::new(FakeDeployer { outcome: DeployOutcome::Complete, requests: Mutex::default() });
+    let mut p = plan(BUILD_AND_DEPLOY);
+    p.registries = vec![nexus()];
+    p.deployer = deployer.clone();
+    let (summary, events) = execute(&fake, p, CancellationToken::new()).await;
+    assert_eq!(summary.status, RunStatus::Success, "{}", statuses(&summary));
+    let builds = fake.builds.lock().unwrap();
+    assert_eq!(builds[0].tags, ["01234567", "latest"]);
+    let labels: Vec<&str> = builds[0].labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(labels, ["org.opencontainers.image.revision", "org.opencontainers.image.source", "org.opencontainers.image.created"]);
+    assert_eq!(builds[0].labels[0].1, "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(
+        *fake.pushes.lock().unwrap(),
+        [("registry.local:5000/app:01234567".to_string(), Some("ci".to_string())), ("registry.local:5000/app:latest".to_string(), Some("ci".to_string()))]
+    );
+    assert_eq!(
+        summary.stages[1].outputs,
+        [("image".to_string(), "registry.local:5000/app:01234567".to_string()), ("digest".to_string(), "registry.local:5000/app@sha256:abcdef".to_string())]
+    );
+    let request = deployer.requests.lock().unwrap()[0].clone();
+    assert_eq!(request.image, "registry.local:5000/app@sha256:abcdef");
+    assert_eq!(request.change_cause, "gantry demo/app #7 0123456");
+    assert!(request.auto_rollback);
+    assert!(logs(&events, 2).contains(&"system: 1 of 2 updated, 0 available".to_string()), "{:?}", logs(&events, 2));
+    assert_eq!(summary.stages[2].deploy.as_ref().and_then(|d| d.revision_after), Some(5));
+    let calls = fake.calls.lock().unwrap();
+    assert!(calls.iter().any(|c| c.env.contains(&("PUSHED".into(), "registry.local:5000/app@sha256:abcdef".into()))));
+}
+
+#[tokio::test]
+async fn a_rolled_back_deploy_fails_the_stage_with_the_cause() {
+    let fake = Fake::new(|_| exits(0, &[]));
+    let deployer = Arc::new(FakeDeployer {
+        outcome: DeployOutcome::RolledBack { cause: "pod backend-7d9f-x2k OOMKilled (memory limit 128Mi), restarted 3 times".into(), revision: 41 },
+        requests: Mutex::default(),
+    });
+    let mut p = plan(BUILD_AND_DEPLOY);
+    p.registries = vec![nexus()];
+    p.deployer = deployer;
+    let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
+    assert_eq!(summary.status, RunStatus::Failure);
+    assert_eq!(
+        summary.stages[2].reason.as_deref(),
+        Some("rolled back to revision 41: pod backend-7d9f-x2k OOMKilled (memory limit 128Mi), restarted 3 times")
+    );
+    assert_eq!(summary.stages[3].status, StageStatus::Skipped);
+}
+
+#[tokio::test]
+async fn an_unknown_registry_and_a_missing_cluster_fail_clearly() {
+    let fake = Fake::new(|_| exits(0, &[]));
+    let (summary, _) = execute(&fake, plan(BUILD_AND_DEPLOY), CancellationToken::new()).await;
+    assert_eq!(
+        summary.stages[1].reason.as_deref(),
+        Some("registry 'nexus' is not configured: add a [[registry]] named 'nexus' to gantry.toml")
+    );
+    let yaml = "stages:\n  - name: deploy\n    deploy: { deployment: backend, image: \"app:1\" }\n";
+    let (summary, _) = execute(&fake, plan(yaml), CancellationToken::new()).await;
+    assert_eq!(summary.status, RunStatus::Failure);
+    assert_eq!(
+        summary.stages[0].reason.as_deref(),
+        Some("deploy of default/backend failed: no cluster 'default' is available to this run")
+    );
+}
+
+#[tokio::test]
+async fn registry_passwords_are_masked() {
+    let fake = Fake::new(|_| exits(0, &[(Stream::Stdout, "leaked nexus-pass-123 here\n")]));
+    let mut p = plan(THREE);
+    p.registries = vec![nexus()];
+    let (_, events) = execute(&fake, p, CancellationToken::new()).await;
+    assert_eq!(logs(&events, 0), ["stdout: leaked *** here"]);
 }

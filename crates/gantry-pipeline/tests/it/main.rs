@@ -1,5 +1,6 @@
 //! The one integration test binary of gantry-pipeline.
 
+mod build_deploy;
 mod conditions;
 mod corpus;
 mod docs;
@@ -73,6 +74,37 @@ fn summary(pipeline: &Pipeline) -> String {
                     let _ = writeln!(out, "  $ {command}");
                 }
             }
+            StageKind::Build(build) => {
+                let _ = writeln!(
+                    out,
+                    "  build {} tags={:?} push={}",
+                    build.image, build.tags, build.push
+                );
+                let _ = writeln!(
+                    out,
+                    "    context={:?} dockerfile={:?} target={:?} registry={:?}",
+                    build.context, build.dockerfile, build.target, build.registry
+                );
+                for (key, value) in &build.args {
+                    let _ = writeln!(out, "    arg {key}={value:?}");
+                }
+            }
+            StageKind::Deploy(deploy) => {
+                let _ = writeln!(
+                    out,
+                    "  deploy {} to {}/{} container={:?} cluster={:?}",
+                    deploy.image,
+                    deploy.namespace,
+                    deploy.deployment,
+                    deploy.container,
+                    deploy.cluster
+                );
+                let _ = writeln!(
+                    out,
+                    "    timeout={:?} rollback={}",
+                    deploy.timeout, deploy.rollback
+                );
+            }
             other => {
                 let _ = writeln!(out, "  {other:?}");
             }
@@ -102,7 +134,9 @@ fn summary(pipeline: &Pipeline) -> String {
         if let Some(cpus) = stage.cpus {
             let _ = writeln!(out, "  cpus {cpus}");
         }
-        let _ = writeln!(out, "  pull {}", stage.pull);
+        if matches!(stage.kind, StageKind::Commands { .. }) {
+            let _ = writeln!(out, "  pull {}", stage.pull);
+        }
         if stage.allow_failure {
             let _ = writeln!(out, "  allow_failure");
         }

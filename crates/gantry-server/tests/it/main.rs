@@ -2,5 +2,11 @@
 //! GitHub-shaped signed webhooks, real Docker, the real HTTP API.
 
 mod api;
+mod deploy;
+mod deployments;
+mod events;
+mod metrics;
+mod secrets;
 mod support;
+mod web;
 mod webhooks;

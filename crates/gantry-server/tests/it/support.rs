@@ -37,8 +37,17 @@ impl TestServer {
     }
 
     pub fn start_with(projects: Vec<Project>, max_parallel_runs: usize) -> TestServer {
+        Self::start_configured(projects, max_parallel_runs, |_| {})
+    }
+
+    /// With `configure` changing the configuration first (clusters, registries).
+    pub fn start_configured(
+        projects: Vec<Project>,
+        max_parallel_runs: usize,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let data = tempfile::tempdir().expect("temp dir");
-        let config = Config {
+        let mut config = Config {
             server: ServerConfig {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 data_dir: data.path().to_path_buf(),
@@ -48,7 +57,10 @@ impl TestServer {
                 admin_token: Some(Secret::new(TOKEN)),
             },
             projects,
+            registries: Vec::new(),
+            clusters: Vec::new(),
         };
+        configure(&mut config);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod deliveries;
+mod deploys;
 mod logs;
 mod open;
 mod runs;
+mod secrets;
+mod viewers;
 
 use std::path::PathBuf;
 

@@ -129,6 +129,26 @@ impl Api {
         self.finish(&url, result)
     }
 
+    /// PUT a JSON body to `/api/v1{path}`.
+    pub fn put(&self, path: &str, body: &serde_json::Value) -> Result<Reply, Error> {
+        let url = self.url(path);
+        let mut request = self.agent.put(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        self.finish(&url, request.send_json(body))
+    }
+
+    /// DELETE `/api/v1{path}`.
+    pub fn delete(&self, path: &str) -> Result<Reply, Error> {
+        let url = self.url(path);
+        let mut request = self.agent.delete(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        self.finish(&url, request.call())
+    }
+
     /// The server's address, as the user gave it (normalized).
     pub fn base(&self) -> &str {
         &self.base
@@ -270,7 +290,7 @@ fn fallback_message(status: u16, body: &str) -> String {
     first.chars().take(200).collect()
 }
 
-/// Percent-encodes one path segment (a stage name) for the URL.
+/// Percent-encodes one path segment (a stage or project name) for the URL.
 pub fn path_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {

@@ -1,6 +1,7 @@
 //! The CLI client: `gantry runs`, `show`, `trigger`, `logs`, `cancel`,
-//! `rerun`, `deliveries` and `projects` talk to `gantry serve` over its REST
-//! API (`/api/v1`, bearer token).
+//! `rerun`, `deliveries`, `projects`, `secret`, `deployments`, `rollback` and
+//! `rollout history` talk to `gantry serve` over its REST API (`/api/v1`,
+//! bearer token).
 //!
 //! `api` is the only module that speaks HTTP; `render` turns answers into
 //! text without IO, so the tables are tested as plain strings; `logs` prints
@@ -8,9 +9,11 @@
 //! JSON as it came (indented) instead.
 
 mod api;
+mod deploy;
 mod logs;
 mod model;
 mod render;
+mod secret;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -28,7 +31,7 @@ pub mod exit {
     /// The followed run failed or was cancelled; `ERROR`: Gantry could not do
     /// its job (bad arguments, server unreachable, token refused, server error).
     pub use crate::exit::{ERROR, FAILURE};
-    /// The run, stage or project does not exist.
+    /// The run, stage, project or secret does not exist.
     pub const NOT_FOUND: u8 = 3;
 }
 
@@ -137,6 +140,21 @@ pub enum ClientCommand {
     Projects {
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Manage a project's secrets on the server: set (from standard input), list, rm.
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
+    /// List the deploy history: every rollout and rollback Gantry made, newest first.
+    Deployments(deploy::DeploymentsArgs),
+    /// Roll a Deployment back to its previous revision (or --to-revision), like 'kubectl
+    /// rollout undo', and wait for that rollout to end.
+    Rollback(deploy::RollbackArgs),
+    /// Inspect a Deployment's rollouts: 'gantry rollout history'.
+    Rollout {
+        #[command(subcommand)]
+        command: deploy::RolloutCommand,
     },
 }
 
@@ -255,6 +273,10 @@ fn run(command: ClientCommand) -> Result<u8, Error> {
                 render::projects_table(&list.projects, &ctx.view)
             })
         }
+        C::Secret { command } => secret::run(command),
+        C::Deployments(args) => deploy::deployments(args),
+        C::Rollback(args) => deploy::rollback(args),
+        C::Rollout { command } => deploy::rollout(command),
     }
 }
 

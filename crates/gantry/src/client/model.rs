@@ -2,6 +2,8 @@
 //! unknown fields are ignored and most fields may be missing, so a newer
 //! server still works with an older client. `--json` bypasses these types.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -57,6 +59,11 @@ pub struct Stage {
     pub reason: Option<String>,
     pub started_at: Option<Time>,
     pub finished_at: Option<Time>,
+    /// What the stage produced for later stages: a build's `digest` and `image`.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    /// The rollout of a deploy stage.
+    pub deploy: Option<Rollout>,
 }
 
 impl Stage {
@@ -85,6 +92,19 @@ pub struct Delivery {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct SecretList {
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// A stored secret: never its value, which the server does not give out.
+#[derive(Debug, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub created_at: Option<Time>,
+    pub updated_at: Option<Time>,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct ProjectList {
     pub projects: Vec<Project>,
 }
@@ -95,4 +115,60 @@ pub struct Project {
     pub clone_url: Option<String>,
     /// The pipeline file's path; any JSON is accepted and shown compactly.
     pub pipeline: Option<serde_json::Value>,
+}
+
+/// One change of a Deployment's image: a stage's `deploy`, and the core of a history entry.
+#[derive(Debug, Deserialize)]
+pub struct Rollout {
+    pub cluster: String,
+    pub namespace: String,
+    pub deployment: String,
+    pub image_before: Option<String>,
+    pub image_after: Option<String>,
+    pub revision_before: Option<i64>,
+    pub revision_after: Option<i64>,
+    /// `complete`, `failed`, `rolled_back`, `timed_out`, `cancelled` or `error`.
+    pub result: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeploymentList {
+    pub deployments: Vec<Deployment>,
+}
+
+/// An entry of the deploy history: a rollout (`deploy`) or a `rollback`.
+#[derive(Debug, Deserialize)]
+pub struct Deployment {
+    pub id: u64,
+    pub kind: String,
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    pub cause: Option<String>,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+}
+
+/// The answer to a rollback: its history entry, and the revision number the restored template
+/// runs under now.
+#[derive(Debug, Deserialize)]
+pub struct RolledBack {
+    #[serde(flatten)]
+    pub entry: Deployment,
+    pub current_revision: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RevisionList {
+    pub revisions: Vec<Revision>,
+}
+
+/// A revision of a Deployment, as `kubectl rollout history` lists it.
+#[derive(Debug, Deserialize)]
+pub struct Revision {
+    pub revision: i64,
+    pub change_cause: Option<String>,
+    #[serde(default)]
+    pub images: Vec<String>,
+    #[serde(default)]
+    pub current: bool,
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::FixedOffset;
 use gantry_engine::human_duration;
 
-use super::model::{Delivery, Project, Run, Stage, Time};
+use super::model::{
+    Delivery, Deployment, Project, Revision, RolledBack, Rollout, Run, SecretInfo, Stage, Time,
+};
 
 const RESET: &str = "\x1b[0m";
 const GREEN: &str = "\x1b[32m";
@@ -330,6 +332,64 @@ pub fn run_page(run: &Run, view: &View) -> String {
         &["STAGE", "STATUS", "ATTEMPT", "EXIT", "DURATION", "REASON"],
         rows,
     ));
+    out.push_str(&stage_products(run, view));
+    out
+}
+
+/// Below the stages: what they produced (build outputs, in full: the digest is there to be
+/// copied) and what they rolled out.
+fn stage_products(run: &Run, view: &View) -> String {
+    let mut out = String::new();
+    let outputs: Vec<Vec<Cell>> = run
+        .stages
+        .iter()
+        .flat_map(|stage| {
+            stage.outputs.iter().map(|(key, value)| {
+                vec![
+                    Cell::from(stage.name.clone()),
+                    Cell::from(key.clone()),
+                    Cell::from(value.clone()),
+                ]
+            })
+        })
+        .collect();
+    if !outputs.is_empty() {
+        out.push('\n');
+        out.push_str(&table(view, &["STAGE", "OUTPUT", "VALUE"], outputs));
+    }
+    let rollouts: Vec<Vec<Cell>> = run
+        .stages
+        .iter()
+        .filter_map(|stage| {
+            let rollout = stage.deploy.as_ref()?;
+            Some(vec![
+                Cell::from(stage.name.clone()),
+                Cell::from(rollout.cluster.clone()),
+                Cell::from(target(rollout)),
+                Cell::from(change(&rollout.image_before, &rollout.image_after, |i| {
+                    i.clone()
+                })),
+                Cell::from(change(
+                    &rollout.revision_before,
+                    &rollout.revision_after,
+                    i64::to_string,
+                )),
+                deploy_result_cell(&rollout.result),
+            ])
+        })
+        .collect();
+    if !rollouts.is_empty() {
+        out.push('\n');
+        let header = [
+            "STAGE",
+            "CLUSTER",
+            "NAMESPACE/DEPLOYMENT",
+            "IMAGE BEFORE -> AFTER",
+            "REVISION",
+            "RESULT",
+        ];
+        out.push_str(&table(view, &header, rollouts));
+    }
     out
 }
 
@@ -425,6 +485,25 @@ pub fn projects_table(projects: &[Project], view: &View) -> String {
     table(view, &["NAME", "CLONE URL", "PIPELINE"], rows)
 }
 
+/// `gantry secret list`.
+pub fn secrets_table(project: &str, secrets: &[SecretInfo], view: &View) -> String {
+    if secrets.is_empty() {
+        return format!("no secrets for {project}\n");
+    }
+    let time = |t: Option<Time>| t.map(|t| ago(t, view)).unwrap_or_else(|| "-".to_string());
+    let rows = secrets
+        .iter()
+        .map(|s| {
+            vec![
+                Cell::from(s.name.clone()),
+                Cell::from(time(s.created_at)),
+                Cell::from(time(s.updated_at)),
+            ]
+        })
+        .collect();
+    table(view, &["NAME", "CREATED", "UPDATED"], rows)
+}
+
 /// `build |`, padded to the widest stage name and coloured like `gantry run`.
 pub fn log_prefix(name: &str, index: usize, width: usize, view: &View) -> String {
     let padded = format!("{name:<width$} |");
@@ -445,6 +524,153 @@ pub fn log_line(prefix: &str, line: &str, view: &View) -> String {
         format!("{prefix} {line}{RESET}\n")
     } else {
         format!("{prefix} {line}\n")
+    }
+}
+
+/// `shop/backend`
+fn target(rollout: &Rollout) -> String {
+    format!("{}/{}", rollout.namespace, rollout.deployment)
+}
+
+/// `before -> after`, `-` for a side that is not known.
+fn change<T>(before: &Option<T>, after: &Option<T>, show: impl Fn(&T) -> String) -> String {
+    let side = |value: &Option<T>| value.as_ref().map_or_else(|| "-".to_string(), &show);
+    format!("{} -> {}", side(before), side(after))
+}
+
+fn deploy_result_cell(result: &str) -> Cell {
+    let colour = match result {
+        "complete" => Some(GREEN),
+        "failed" | "timed_out" | "error" => Some(RED),
+        "rolled_back" => Some(YELLOW),
+        "cancelled" => Some(DIM),
+        _ => None,
+    };
+    Cell {
+        text: result.to_string(),
+        colour,
+    }
+}
+
+/// An image for a table: a digest cut to 12 hex digits, as `docker images` shows IDs.
+fn short_image(image: &str) -> String {
+    match image.split_once("@sha256:") {
+        Some((repository, hex)) if hex.len() > 12 => format!("{repository}@sha256:{}", &hex[..12]),
+        _ => image.to_string(),
+    }
+}
+
+/// How much of a deploy's cause the history table shows.
+const CAUSE_WIDTH: usize = 60;
+
+/// `gantry deployments`.
+pub fn deployments_table(deployments: &[Deployment], view: &View) -> String {
+    if deployments.is_empty() {
+        return "no deployments\n".to_string();
+    }
+    let rows = deployments
+        .iter()
+        .map(|d| {
+            let image = |i: &String| short_image(i);
+            vec![
+                Cell::from(d.id.to_string()),
+                Cell::from(d.kind.clone()),
+                Cell::from(d.rollout.cluster.clone()),
+                Cell::from(target(&d.rollout)),
+                Cell::from(change(
+                    &d.rollout.image_before,
+                    &d.rollout.image_after,
+                    image,
+                )),
+                Cell::from(change(
+                    &d.rollout.revision_before,
+                    &d.rollout.revision_after,
+                    i64::to_string,
+                )),
+                deploy_result_cell(&d.rollout.result),
+                Cell::from(
+                    d.cause
+                        .as_deref()
+                        .map_or_else(|| "-".to_string(), |c| message_summary(c, CAUSE_WIDTH)),
+                ),
+                Cell::from(
+                    d.finished_at
+                        .or(d.started_at)
+                        .map_or_else(|| "-".to_string(), |t| ago(t, view)),
+                ),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "KIND",
+        "CLUSTER",
+        "NAMESPACE/DEPLOYMENT",
+        "IMAGE BEFORE -> AFTER",
+        "REVISION",
+        "RESULT",
+        "CAUSE",
+        "WHEN",
+    ];
+    table(view, &header, rows)
+}
+
+/// `gantry rollout history`, like `kubectl rollout history` with the images.
+pub fn rollout_history(target: &str, cluster: &str, revisions: &[Revision], view: &View) -> String {
+    let mut out = format!("deployment {target} on {cluster}\n");
+    if revisions.is_empty() {
+        out.push_str("no revisions\n");
+        return out;
+    }
+    let rows = revisions
+        .iter()
+        .map(|r| {
+            let mut images = r.images.join(", ");
+            if r.current {
+                images.push_str(" (current)");
+            }
+            vec![
+                Cell::from(r.revision.to_string()),
+                Cell::from(
+                    r.change_cause
+                        .clone()
+                        .unwrap_or_else(|| "<none>".to_string()),
+                ),
+                Cell::from(images),
+            ]
+        })
+        .collect();
+    out.push_str(&table(view, &["REVISION", "CHANGE-CAUSE", "IMAGE"], rows));
+    out
+}
+
+/// What `gantry rollback` did: `rolled back shop/backend on prod to revision 41 (now revision
+/// 43)`; whether it worked is the entry's `result`.
+pub fn rollback_line(answer: &RolledBack) -> String {
+    let entry = &answer.entry;
+    let what = format!("{} on {}", target(&entry.rollout), entry.rollout.cluster);
+    let to = entry
+        .rollout
+        .revision_after
+        .map_or_else(String::new, |r| format!(" to revision {r}"));
+    let cause = entry.cause.as_deref().unwrap_or("no cause given");
+    match entry.rollout.result.as_str() {
+        // The template already was the one asked for: no new revision.
+        "complete" if answer.current_revision == entry.rollout.revision_before => {
+            let at = entry
+                .rollout
+                .revision_before
+                .map_or_else(String::new, |r| format!(" at revision {r}"));
+            format!("nothing to roll back: {what} is already{at}")
+        }
+        "complete" => {
+            let now = answer
+                .current_revision
+                .map_or_else(String::new, |r| format!(" (now revision {r})"));
+            format!("rolled back {what}{to}{now}")
+        }
+        // The cause names the revision: `rollback to revision 41 failed: ...`.
+        _ => format!("{what}: {cause}"),
     }
 }
 
@@ -796,6 +1022,29 @@ mod tests {
     }
 
     #[test]
+    fn the_secrets_table() {
+        let secrets: Vec<SecretInfo> = serde_json::from_value(serde_json::json!([
+            {"name": "API_TOKEN", "created_at": "2024-04-01T08:00:00Z", "updated_at": "2024-05-01T11:58:00Z"},
+            {"name": "DEPLOY_KEY", "created_at": "2024-05-01T11:59:50Z", "updated_at": "2024-05-01T11:59:50Z"},
+        ]))
+        .expect("valid secrets");
+        check(
+            secrets_table("demo/backend", &secrets, &view()),
+            expect![[r#"
+                NAME        CREATED     UPDATED
+                API_TOKEN   2024-04-01  2m ago
+                DEPLOY_KEY  10s ago     10s ago
+            "#]],
+        );
+        check(
+            secrets_table("demo/backend", &[], &view()),
+            expect![[r#"
+                no secrets for demo/backend
+            "#]],
+        );
+    }
+
+    #[test]
     fn log_prefixes() {
         let view = view();
         assert_eq!(
@@ -840,6 +1089,140 @@ mod tests {
         assert_eq!(
             pretty_json(sorted),
             serde_json::to_string_pretty(&value).expect("serializable")
+        );
+    }
+
+    const DIGEST: &str = "127.0.0.1:5000/shop/backend@sha256:4b825dc642cb6eb9a060e54bf8d69288fbee4904c0ffee0123456789abcdef01";
+
+    #[test]
+    fn the_run_page_shows_outputs_and_rollouts() {
+        let shipped = run(serde_json::json!({
+            "stages": [
+                {"name": "image", "status": "success", "attempt": 1, "exit_code": null, "reason": null,
+                 "started_at": "2024-05-01T11:50:02Z", "finished_at": "2024-05-01T11:50:14Z",
+                 "outputs": {"image": "127.0.0.1:5000/shop/backend:0123456", "digest": DIGEST}},
+                {"name": "ship", "status": "failure", "attempt": 1, "exit_code": null,
+                 "reason": "rolled back to revision 4: pod backend-1 CrashLoopBackOff",
+                 "started_at": "2024-05-01T11:50:14Z", "finished_at": "2024-05-01T11:51:07Z", "outputs": {},
+                 "deploy": {"cluster": "prod", "namespace": "shop", "deployment": "backend",
+                            "image_before": "backend:1", "image_after": DIGEST,
+                            "revision_before": 4, "revision_after": 5, "result": "rolled_back"}},
+            ],
+        }));
+        let page = run_page(&shipped, &view());
+        let products = page
+            .split_once("CrashLoopBackOff\n")
+            .map(|(_, p)| p)
+            .unwrap_or(&page);
+        check(
+            products.to_string(),
+            expect![[r#"
+
+                STAGE  OUTPUT  VALUE
+                image  digest  127.0.0.1:5000/shop/backend@sha256:4b825dc642cb6eb9a060e54bf8d69288fbee4904c0ffee0123456789abcdef01
+                image  image   127.0.0.1:5000/shop/backend:0123456
+
+                STAGE  CLUSTER  NAMESPACE/DEPLOYMENT  IMAGE BEFORE -> AFTER                                                                                             REVISION  RESULT
+                ship   prod     shop/backend          backend:1 -> 127.0.0.1:5000/shop/backend@sha256:4b825dc642cb6eb9a060e54bf8d69288fbee4904c0ffee0123456789abcdef01  4 -> 5    rolled_back
+            "#]],
+        );
+    }
+
+    #[test]
+    fn the_deployments_table() {
+        let deployments: Vec<Deployment> = serde_json::from_value(serde_json::json!([
+            {"id": 9, "kind": "rollback", "run_id": null, "stage": null, "cluster": "prod",
+             "namespace": "shop", "deployment": "backend", "image_before": "backend:3",
+             "image_after": "backend:2", "revision_before": 3, "revision_after": 2,
+             "result": "complete", "cause": "manual rollback",
+             "started_at": "2024-05-01T11:59:40Z", "finished_at": "2024-05-01T11:59:45Z"},
+            {"id": 8, "kind": "rollback", "run_id": 12, "stage": "ship", "cluster": "prod",
+             "namespace": "shop", "deployment": "backend", "image_before": DIGEST,
+             "image_after": "backend:1", "revision_before": 5, "revision_after": 4,
+             "result": "complete", "cause": "automatic rollback",
+             "started_at": "2024-05-01T11:50:14Z", "finished_at": "2024-05-01T11:51:07Z"},
+            {"id": 7, "kind": "deploy", "run_id": 12, "stage": "ship", "cluster": "prod",
+             "namespace": "shop", "deployment": "backend", "image_before": "backend:1",
+             "image_after": DIGEST, "revision_before": 4, "revision_after": 5,
+             "result": "rolled_back",
+             "cause": "pod backend-7d9f-x2k OOMKilled (memory limit 128Mi), restarted 3 times, and more",
+             "started_at": "2024-05-01T11:50:14Z", "finished_at": "2024-05-01T11:51:07Z"},
+            {"id": 6, "kind": "deploy", "run_id": 11, "stage": "ship", "cluster": "default",
+             "namespace": "default", "deployment": "web", "image_before": null, "image_after": "web:1",
+             "revision_before": null, "revision_after": null, "result": "timed_out", "cause": null,
+             "started_at": "2024-04-28T08:00:00Z", "finished_at": null},
+        ]))
+        .expect("valid deployments");
+        check(
+            deployments_table(&deployments, &view()),
+            expect![[r#"
+                ID  KIND      CLUSTER  NAMESPACE/DEPLOYMENT  IMAGE BEFORE -> AFTER                                         REVISION  RESULT       CAUSE                                                         WHEN
+                9   rollback  prod     shop/backend          backend:3 -> backend:2                                        3 -> 2    complete     manual rollback                                               15s ago
+                8   rollback  prod     shop/backend          127.0.0.1:5000/shop/backend@sha256:4b825dc642cb -> backend:1  5 -> 4    complete     automatic rollback                                            8m ago
+                7   deploy    prod     shop/backend          backend:1 -> 127.0.0.1:5000/shop/backend@sha256:4b825dc642cb  4 -> 5    rolled_back  pod backend-7d9f-x2k OOMKilled (memory limit 128Mi), restar…  8m ago
+                6   deploy    default  default/web           - -> web:1                                                    - -> -    timed_out    -                                                             3d ago
+            "#]],
+        );
+        check(
+            deployments_table(&[], &view()),
+            expect![[r#"
+                no deployments
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_rollout_history() {
+        let revisions: Vec<Revision> = serde_json::from_value(serde_json::json!([
+            {"revision": 3, "change_cause": "gantry demo/app #7 0123456", "images": ["backend:3"], "current": false},
+            {"revision": 4, "change_cause": null, "images": ["backend:2", "sidecar:1"], "current": true},
+        ]))
+        .expect("valid revisions");
+        check(
+            rollout_history("shop/backend", "prod", &revisions, &view()),
+            expect![[r#"
+                deployment shop/backend on prod
+                REVISION  CHANGE-CAUSE                IMAGE
+                3         gantry demo/app #7 0123456  backend:3
+                4         <none>                      backend:2, sidecar:1 (current)
+            "#]],
+        );
+    }
+
+    #[test]
+    fn what_a_rollback_says() {
+        let line = |result: &str, cause: &str, current: Option<i64>| {
+            let answer: RolledBack = serde_json::from_value(serde_json::json!({
+                "id": 9, "kind": "rollback", "run_id": null, "stage": null, "cluster": "prod",
+                "namespace": "shop", "deployment": "backend", "image_before": "backend:42",
+                "image_after": "backend:41", "revision_before": 42, "revision_after": 41,
+                "result": result, "cause": cause, "started_at": null, "finished_at": null,
+                "current_revision": current,
+            }))
+            .expect("a valid answer");
+            rollback_line(&answer)
+        };
+        let lines = [
+            line("complete", "manual rollback", Some(43)),
+            line("complete", "nothing to roll back", Some(42)),
+            line(
+                "failed",
+                "rollback to revision 41 failed: pod backend-1 CrashLoopBackOff",
+                Some(43),
+            ),
+            line(
+                "timed_out",
+                "rollback to revision 41 did not complete within the progress deadline",
+                None,
+            ),
+        ];
+        check(
+            lines.join("\n"),
+            expect![[r#"
+                rolled back shop/backend on prod to revision 41 (now revision 43)
+                nothing to roll back: shop/backend on prod is already at revision 42
+                shop/backend on prod: rollback to revision 41 failed: pod backend-1 CrashLoopBackOff
+                shop/backend on prod: rollback to revision 41 did not complete within the progress deadline"#]],
         );
     }
 }

@@ -2,7 +2,9 @@
 //! `gantry serve` and the client commands, against the real Docker engine.
 
 mod client;
+mod deployments;
 mod lint;
 mod run;
+mod secret;
 mod serve;
 mod support;

@@ -14,7 +14,7 @@ use crate::support::{Run, docker_available, docker_objects, gantry_bin};
 const TOKEN: &str = "serve-test-token";
 const SECRET: &str = "serve-test-secret";
 
-struct Served {
+pub(crate) struct Served {
     child: Option<Child>,
     port: u16,
     config: PathBuf,
@@ -22,13 +22,18 @@ struct Served {
 
 impl Served {
     fn start(dir: &Path, clone_url: &str) -> Served {
+        Served::start_with(dir, clone_url, "")
+    }
+
+    /// With `extra` appended to gantry.toml (`[[cluster]]`, `[[registry]]`).
+    pub(crate) fn start_with(dir: &Path, clone_url: &str, extra: &str) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
         let data = dir.join("data");
         let config = dir.join("gantry.toml");
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\n[[project]]\nname = \"demo/app\"\nclone_url = \"{clone_url}\"\nwebhook_secret = \"{SECRET}\"\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\n[[project]]\nname = \"demo/app\"\nclone_url = \"{clone_url}\"\nwebhook_secret = \"{SECRET}\"\n{extra}",
                 data.display()
             ),
         )
@@ -62,7 +67,7 @@ impl Served {
         }
     }
 
-    fn cli(&self, args: &[&str]) -> Run {
+    pub(crate) fn cli(&self, args: &[&str]) -> Run {
         Run::from(
             Command::new(gantry_bin())
                 .args(args)
@@ -74,7 +79,7 @@ impl Served {
         )
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut with_json = args.to_vec();
         with_json.push("--json");
         let r = self.cli(&with_json);
@@ -98,7 +103,7 @@ impl Served {
             .as_u16()
     }
 
-    fn wait(&self, id: &str, what: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait(&self, id: &str, what: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let run = self.json(&["show", id]);
@@ -120,7 +125,7 @@ impl Drop for Served {
     }
 }
 
-fn finished(run: &Value) -> bool {
+pub(crate) fn finished(run: &Value) -> bool {
     matches!(run["status"].as_str(), Some("success" | "failure" | "cancelled" | "error"))
 }
 

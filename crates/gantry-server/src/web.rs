@@ -1,0 +1,447 @@
+//! The web UI: the static files of `web/` (embedded at build time, so `cargo build` alone makes a
+//! server that serves them), and browser sessions.
+//!
+//! The browser logs in with the admin token once and gets a session cookie (HttpOnly,
+//! SameSite=Strict) instead of keeping the token in JavaScript. Requests with the cookie that
+//! change something must come from the UI's own origin (`Origin`, or `Referer` when a browser
+//! sends no `Origin`) and carry the session's CSRF token in `X-CSRF-Token`. `Authorization:
+//! Bearer` keeps working for the CLI. Sessions live in memory: a restart logs browsers out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::auth::constant_time_eq;
+use crate::error::ApiError;
+use crate::state::App;
+
+const COOKIE_NAME: &str = "gantry_session";
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most; the oldest go first.
+const MAX_SESSIONS: usize = 10_000;
+const CSRF_HEADER: &str = "x-csrf-token";
+
+/// `script-src 'self'`: no inline script can run, so injected log text cannot either.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+const INDEX: &[u8] = include_bytes!("../../../web/index.html");
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/app.js"),
+    },
+    Asset {
+        name: "ansi.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/ansi.js"),
+    },
+    Asset {
+        name: "logview.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/logview.js"),
+    },
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../../web/app.css"),
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../../web/favicon.svg"),
+    },
+];
+
+/// The UI's pages (one document; the script routes) and files, and the session endpoints.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(index))
+        .route("/runs", get(index))
+        .route("/runs/{id}", get(index))
+        .route("/deployments", get(index))
+        .route("/assets/{name}", get(asset))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/session", get(session))
+}
+
+fn etag(body: &[u8]) -> String {
+    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..20])
+}
+
+/// Files are revalidated on every load (`no-cache`) and answered 304 while unchanged.
+fn serve(
+    headers: &HeaderMap,
+    content_type: &'static str,
+    body: &'static [u8],
+    tag: &str,
+) -> Response {
+    let mut response = if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == tag)
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(CONTENT_TYPE, content_type)], body).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(tag) = HeaderValue::from_str(tag) {
+        h.insert(header::ETAG, tag);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    static TAG: OnceLock<String> = OnceLock::new();
+    let tag = TAG.get_or_init(|| etag(INDEX));
+    let mut response = serve(&headers, "text/html; charset=utf-8", INDEX, tag);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    static TAGS: OnceLock<HashMap<&'static str, String>> = OnceLock::new();
+    let tags = TAGS.get_or_init(|| ASSETS.iter().map(|a| (a.name, etag(a.body))).collect());
+    match ASSETS.iter().find(|a| a.name == name) {
+        Some(asset) => {
+            let tag = tags.get(asset.name).map(String::as_str).unwrap_or_default();
+            serve(&headers, asset.content_type, asset.body, tag)
+        }
+        None => ApiError::not_found(format!("no asset named '{name}'")).into_response(),
+    }
+}
+
+struct Session {
+    csrf: String,
+    created: Instant,
+}
+
+/// Browser sessions by the SHA-256 of their cookie value.
+#[derive(Default)]
+pub struct Sessions {
+    by_key: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn random_hex() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no randomness for a session: {e}"),
+        )
+    })?;
+    Ok(hex::encode(bytes))
+}
+
+fn key(cookie: &str) -> [u8; 32] {
+    Sha256::digest(cookie.as_bytes()).into()
+}
+
+impl Sessions {
+    fn map(&self) -> MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session: its cookie value and its CSRF token.
+    fn create(&self) -> Result<(String, String), ApiError> {
+        let (cookie, csrf) = (random_hex()?, random_hex()?);
+        let mut map = self.map();
+        map.retain(|_, s| s.created.elapsed() < SESSION_TTL);
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
+        }
+        map.insert(
+            key(&cookie),
+            Session {
+                csrf: csrf.clone(),
+                created: Instant::now(),
+            },
+        );
+        Ok((cookie, csrf))
+    }
+
+    /// The CSRF token of the live session with this cookie value.
+    fn csrf(&self, cookie: &str) -> Option<String> {
+        let map = self.map();
+        map.get(&key(cookie))
+            .filter(|s| s.created.elapsed() < SESSION_TTL)
+            .map(|s| s.csrf.clone())
+    }
+
+    fn remove(&self, cookie: &str) {
+        self.map().remove(&key(cookie));
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, message)
+}
+
+/// The `host[:port]` a request was sent to, as the browser saw it.
+fn request_host(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+}
+
+/// Whether the request comes from a page of this server. With `required`, a request that says
+/// nowhere where it comes from is refused too.
+fn check_origin(headers: &HeaderMap, required: bool) -> Result<(), ApiError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    let Some(origin) = origin else {
+        return if required {
+            Err(forbidden(
+                "refused: the request has no Origin header, so it may come from another site",
+            ))
+        } else {
+            Ok(())
+        };
+    };
+    let authority = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default());
+    match (authority, request_host(headers)) {
+        (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(forbidden(format!(
+            "refused: a request from {origin} may not act on this server"
+        ))),
+    }
+}
+
+fn secure(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    token: String,
+}
+
+/// `POST /auth/login` with `{"token": "<admin token>"}`: sets the session cookie and returns
+/// `{"csrf_token"}`.
+async fn login(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    check_origin(&headers, false)?;
+    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !constant_time_eq(
+        request.token.trim().as_bytes(),
+        app.admin_token.expose().as_bytes(),
+    ) {
+        // Slows down guessing; the token has 256 bits anyway when Gantry made it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return Err(ApiError::unauthorized("invalid token"));
+    }
+    let (cookie, csrf) = app.sessions.create()?;
+    let attributes = format!(
+        "{COOKIE_NAME}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if secure(&headers) { "; Secure" } else { "" }
+    );
+    let mut response = Json(json!({ "csrf_token": csrf })).into_response();
+    if let Ok(value) = HeaderValue::from_str(&attributes) {
+        response.headers_mut().insert(SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+/// `POST /auth/logout`: ends the session (it needs the CSRF token like any change).
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(cookie) = session_cookie(&headers) {
+        check_session_change(&app, &headers, cookie)?;
+        app.sessions.remove(cookie);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_static("gantry_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+/// `GET /auth/session`: `{"csrf_token"}` of the browser's session, or 401 when it has none.
+async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let csrf = session_cookie(&headers)
+        .and_then(|cookie| app.sessions.csrf(cookie))
+        .ok_or_else(|| ApiError::unauthorized("not logged in"))?;
+    let mut response = Json(json!({ "csrf_token": csrf })).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// A change made with the session cookie: from this server's pages, with the CSRF token.
+fn check_session_change(app: &App, headers: &HeaderMap, cookie: &str) -> Result<(), ApiError> {
+    let csrf = app
+        .sessions
+        .csrf(cookie)
+        .ok_or_else(|| ApiError::unauthorized("your session has expired; log in again"))?;
+    check_origin(headers, true)?;
+    let sent = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !constant_time_eq(sent.as_bytes(), csrf.as_bytes()) {
+        return Err(forbidden(
+            "refused: a change made with a session cookie needs the session's X-CSRF-Token header",
+        ));
+    }
+    Ok(())
+}
+
+/// The API's gate: `Authorization: Bearer` (the CLI) or a session cookie (the browser), with
+/// the CSRF checks for changes made with a cookie.
+pub async fn require_auth(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !request.headers().contains_key(AUTHORIZATION)
+        && let Some(cookie) = session_cookie(request.headers())
+    {
+        let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+        if safe {
+            if app.sessions.csrf(cookie).is_none() {
+                return Err(ApiError::unauthorized(
+                    "your session has expired; log in again",
+                ));
+            }
+        } else {
+            check_session_change(&app, request.headers(), cookie)?;
+        }
+        return Ok(next.run(request).await);
+    }
+    crate::auth::require_token(State(app), request, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let same = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
+        ]);
+        assert!(check_origin(&same, true).is_ok());
+        let other = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:9999"),
+        ]);
+        assert_eq!(
+            check_origin(&other, true).map_err(|e| e.message),
+            Err("refused: a request from http://127.0.0.1:9999 may not act on this server".into())
+        );
+        let referer = headers(&[
+            ("host", "ci.example"),
+            ("referer", "https://ci.example/runs/1"),
+        ]);
+        assert!(check_origin(&referer, true).is_ok());
+        let proxied = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("x-forwarded-host", "ci.example"),
+            ("origin", "https://ci.example"),
+        ]);
+        assert!(check_origin(&proxied, true).is_ok());
+        let none = headers(&[("host", "127.0.0.1:8080")]);
+        assert!(check_origin(&none, true).is_err());
+        assert!(check_origin(&none, false).is_ok());
+        let null = headers(&[("host", "127.0.0.1:8080"), ("origin", "null")]);
+        assert!(check_origin(&null, false).is_err());
+    }
+
+    #[test]
+    fn cookies() {
+        let h = headers(&[("cookie", "a=b; gantry_session=abc; c=d")]);
+        assert_eq!(session_cookie(&h), Some("abc"));
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "gantry_session=")])),
+            None
+        );
+        assert_eq!(session_cookie(&headers(&[])), None);
+    }
+
+    #[test]
+    fn sessions_expire_and_end() {
+        let sessions = Sessions::default();
+        let (cookie, csrf) = sessions.create().map_err(|e| e.message).unwrap();
+        assert_eq!(sessions.csrf(&cookie), Some(csrf));
+        assert_eq!(sessions.csrf("other"), None);
+        sessions.remove(&cookie);
+        assert_eq!(sessions.csrf(&cookie), None);
+    }
+}

@@ -59,11 +59,34 @@ impl Mirror {
             }
         };
         if is_empty_or_missing {
-            Repository::init_opts(path, RepositoryInitOptions::new().bare(true).mkpath(true))
+            // Two runs of a new project may create its mirror at the same moment: build it
+            // beside the final path and rename it into place, so nobody ever opens a half-made
+            // repository; whoever loses the race uses the winner's.
+            let parent = path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Error::git(format!("create mirror {}", path.display()), e.to_string())
+            })?;
+            let staging = parent.join(format!(
+                ".{}.init-{}-{:?}",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("mirror"),
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&staging);
+            Repository::init_opts(&staging, RepositoryInitOptions::new().bare(true).mkpath(true))
                 .map_err(|e| {
                     Error::git(format!("create mirror {}", path.display()), e.message())
                 })?;
-            debug!(mirror = %path.display(), "created mirror");
+            let _ = std::fs::remove_dir(path); // an empty directory: rename cannot replace it
+            match std::fs::rename(&staging, path) {
+                Ok(()) => debug!(mirror = %path.display(), "created mirror"),
+                Err(_) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    Repository::open_bare(path).map_err(|e| {
+                        Error::git(format!("open mirror {}", path.display()), e.message())
+                    })?;
+                }
+            }
         } else {
             Repository::open_bare(path).map_err(|e| {
                 Error::git(

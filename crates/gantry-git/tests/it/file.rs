@@ -403,3 +403,17 @@ fn concurrent_fetches_into_one_mirror() {
     assert_eq!(mirror.commit_info(&first).unwrap().sha, first);
     assert_eq!(mirror.commit_info(&second).unwrap().sha, second);
 }
+
+#[test]
+fn many_threads_creating_one_mirror_all_succeed() {
+    let parent = tempfile::tempdir().unwrap();
+    let path = parent.path().join("mirrors").join("demo__app.git");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| gantry_git::Mirror::open_or_init(&path))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in results {
+        assert!(r.is_ok(), "{:?}", r.err());
+    }
+    assert!(gantry_git::Mirror::open_or_init(&path).is_ok());
+}

@@ -2,6 +2,7 @@
 //! `gantry serve` and the client commands, against the real Docker engine.
 
 mod client;
+mod example;
 mod deployments;
 mod lint;
 mod run;

@@ -87,7 +87,7 @@ impl Served {
         serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.debug()))
     }
 
-    fn push(&self, guid: &str, sha: &str, clone_url: &str) -> u16 {
+    pub(crate) fn push(&self, guid: &str, sha: &str, clone_url: &str) -> u16 {
         let body = Push { repository: "demo/app", clone_url, git_ref: "refs/heads/main", before: &"0".repeat(40), after: sha, message: "m", deleted: false }
             .to_json()
             .to_string();
@@ -229,7 +229,7 @@ fn kill_9_during_a_run_loses_nothing_and_leaves_no_container() {
 }
 
 impl Served {
-    fn wait_delivery_run(&self, guid: &str) -> String {
+    pub(crate) fn wait_delivery_run(&self, guid: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let list = self.json(&["deliveries"]);

@@ -202,6 +202,9 @@ pub struct StageReport {
 }
 
 /// Everything a run reports, in order.
+// Log lines are the common, small variant; a stage report comes a handful of
+// times per stage, so boxing it would cost more than the size it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
     Stage(StageReport),

@@ -165,7 +165,7 @@ pub async fn execute<E: Executor>(
     }
 
     let mut schedule = Schedule::new(nodes, plan.max_parallel);
-    let mut actions = schedule.next();
+    let mut actions = schedule.decide();
     let run_id = plan.run.run_id.clone();
     let workspace = if actions.iter().any(|a| matches!(a, Action::Start(_))) {
         match executor.prepare(&plan.run, archive).await {
@@ -245,7 +245,7 @@ pub async fn execute<E: Executor>(
                 schedule.cancel();
             }
         }
-        actions = schedule.next();
+        actions = schedule.decide();
     }
     // Stages that panicked never reported; make sure nothing is left `running`.
     for (i, report) in stages.iter_mut().enumerate() {

@@ -68,7 +68,7 @@ impl Schedule {
     /// Every decision that can be taken now: skips first (they may unblock
     /// others), then as many starts as the parallelism limit allows, in
     /// pipeline order.
-    pub fn next(&mut self) -> Vec<Action> {
+    pub fn decide(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         loop {
             let mut progressed = false;
@@ -178,7 +178,7 @@ mod tests {
         let mut out = Vec::new();
         let mut running = Vec::new();
         loop {
-            for a in s.next() {
+            for a in s.decide() {
                 match a {
                     Action::Start(i) => {
                         out.push(format!("start {}", s.name(i)));
@@ -278,11 +278,11 @@ mod tests {
     #[test]
     fn cancel_skips_everything_waiting() {
         let mut s = Schedule::new(vec![node("a", &[]), node("b", &[0])], 4);
-        assert_eq!(s.next(), [Action::Start(0)]);
+        assert_eq!(s.decide(), [Action::Start(0)]);
         s.cancel();
         s.finish(0, Cancelled);
         assert_eq!(
-            s.next(),
+            s.decide(),
             [Action::Skip {
                 stage: 1,
                 reason: "run cancelled".into()

@@ -420,7 +420,7 @@ mod tests {
         );
         let patient = Thresholds { crash_loop_restarts: 2, ..defaults() };
         check(
-            &[once.clone()],
+            std::slice::from_ref(&once),
             &patient,
             expect![[r#"
             healthy

@@ -2,6 +2,8 @@
 //! selection and cancellation, without Docker. The real executor is covered
 //! end to end by the `gantry` binary's tests.
 
+#![allow(clippy::unwrap_used)] // The fake executor is test code.
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

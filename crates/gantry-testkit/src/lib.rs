@@ -5,6 +5,7 @@
 //! be set up is a broken test, not a condition to handle. Nothing here knows Gantry's business
 //! logic.
 
+pub mod docker;
 pub mod git;
 pub mod git_http;
 pub mod kube;
@@ -12,5 +13,6 @@ pub mod registry;
 pub mod webdriver;
 pub mod webhook;
 
+pub use docker::docker_available;
 pub use git::FixtureRepo;
 pub use git_http::{GitHttpServer, RequestRecord};

@@ -292,17 +292,4 @@ pub fn repo_with(pipeline: &str) -> (FixtureRepo, String) {
 
 pub const ECHO_PIPELINE: &str = "on: { push: { branches: [main] } }\nstages:\n  - { name: hello, image: local/busybox, commands: [\"echo ok from $GANTRY_BRANCH\"] }\n";
 
-pub fn docker_available() -> bool {
-    let ok = std::process::Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("no Docker engine answers, and CI=true: run `cargo xtask provision`");
-        }
-        eprintln!("note: skipping a Docker test: no Docker engine answers");
-    }
-    ok
-}
+pub use gantry_testkit::docker_available;

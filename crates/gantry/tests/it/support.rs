@@ -93,26 +93,7 @@ impl Run {
     }
 }
 
-/// True when a Docker engine answers. Without one the Docker tests are
-/// skipped with a note, except under CI=true, where that is a failure.
-pub fn docker_available() -> bool {
-    let ok = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "no Docker engine answers, and CI=true: run `cargo xtask provision` to install and start one"
-            );
-        }
-        eprintln!(
-            "note: skipping a Docker test: no Docker engine answers (run `cargo xtask provision`)"
-        );
-    }
-    ok
-}
+pub use gantry_testkit::docker_available;
 
 /// Names of containers, networks or volumes that carry a label.
 pub fn docker_objects(kind: &str, label: &str) -> Vec<String> {

@@ -108,6 +108,7 @@ pub async fn rollback(
             Utc::now(),
         );
         entry.id = app.store.record_deployment(&entry).await?;
+        app.metrics.rollback(&entry.cluster, entry.result == "complete");
         tracing::info!(
             cluster = %entry.cluster, namespace = %entry.namespace, deployment = %entry.deployment,
             result = %entry.result, "manual rollback"
@@ -248,9 +249,23 @@ pub(crate) async fn record_stage(
     {
         tracing::error!(run_id, stage = %report.name, error = %e, "cannot store a stage's outputs");
     }
+    if let Some((_, digest)) = report.outputs.iter().find(|(k, _)| k == "digest") {
+        // The registry's host, a bounded label: `registry.example.com:8083/team/app@sha256:…`.
+        let registry = digest.split('/').next().unwrap_or("unknown");
+        app.metrics.image_push(registry, true);
+    }
     let Some(deploy) = &report.deploy else {
         return;
     };
+    let result = match deploy.outcome {
+        DeployOutcome::Complete => crate::metrics::DeployResult::Success,
+        DeployOutcome::RolledBack { .. } => crate::metrics::DeployResult::RolledBack,
+        _ => crate::metrics::DeployResult::Failure,
+    };
+    app.metrics.deploy(&deploy.cluster, result, report.duration.unwrap_or_default());
+    if result == crate::metrics::DeployResult::RolledBack {
+        app.metrics.rollback(&deploy.cluster, true);
+    }
     let now = Utc::now();
     let entries = stage_entries(
         run_id,

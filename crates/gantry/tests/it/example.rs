@@ -101,4 +101,16 @@ fn the_example_app_ships_and_a_crashing_version_is_rolled_back() {
         .map(|d| d.iter().map(|e| format!("{} {}", e["kind"].as_str().unwrap_or(""), e["result"].as_str().unwrap_or(""))).collect())
         .unwrap_or_default();
     assert_eq!(kinds, ["rollback complete", "deploy rolled_back", "deploy complete"], "{history:#}");
+
+    // And Prometheus sees it all.
+    let metrics = served.metrics();
+    for series in [
+        "gantry_deploys_total{cluster=\"staging\",result=\"success\"} 1",
+        "gantry_deploys_total{cluster=\"staging\",result=\"rolled_back\"} 1",
+        "gantry_rollbacks_total{cluster=\"staging\",result=\"success\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics:\n{metrics}");
+    }
+    let pushes = format!("gantry_image_pushes_total{{registry=\"{}\",result=\"success\"}} 2", registry.address());
+    assert!(metrics.contains(&pushes), "{pushes} missing from /metrics:\n{metrics}");
 }

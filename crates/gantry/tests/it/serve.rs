@@ -67,6 +67,17 @@ impl Served {
         }
     }
 
+    /// The server's `/metrics` page.
+    pub(crate) fn metrics(&self) -> String {
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        agent
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn cli(&self, args: &[&str]) -> Run {
         Run::from(
             Command::new(gantry_bin())

@@ -475,7 +475,9 @@
       } catch (err) { flash(`Could not re-run: ${err.message}`); }
     }
 
-    const events = new EventSource(`/api/v1/runs/${id}/events`);
+    // Tail mode: the server sends the last lines of each batch; the log view fetches any it
+    // skipped when they scroll into view.
+    const events = new EventSource(`/api/v1/runs/${id}/events?tail=1`);
     events.addEventListener("run", (e) => {
       const data = JSON.parse(e.data);
       state.run = data.run;

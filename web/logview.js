@@ -146,17 +146,17 @@ const GantryLogView = (() => {
       }
     }
 
-    // Lines that arrived live, in order.
+    // Lines that arrived live, in order; the stream may skip lines (tail mode), which are
+    // fetched like any other missing line once they are on screen.
     append(lines) {
       for (const line of lines) {
         const k = Math.floor((line.seq - 1) / CHUNK);
         let chunk = this.chunks.get(k);
-        // Start the next chunk when the previous one holds the line before.
-        if (!chunk && (line.seq - 1) % CHUNK === 0 && (k === 0 || this.lineAt(line.seq - 1))) {
+        if (!chunk) {
           chunk = { lines: [], fetching: false, fetchedAt: performance.now() };
           this.chunks.set(k, chunk);
         }
-        if (chunk) chunk.lines[(line.seq - 1) % CHUNK] = line;
+        chunk.lines[(line.seq - 1) % CHUNK] = line;
       }
       const last = lines[lines.length - 1];
       if (last) this.setTotal(last.seq);

@@ -316,8 +316,14 @@ pub fn parse(
             Some("nexus") => RegistryKind::Nexus,
             Some("ghcr") => RegistryKind::Ghcr,
             Some(other) => {
-                let at = r.kind.as_ref().map(|k| locate(k.span())).unwrap_or_default();
-                registry_problems.push(format!("{at}: registry kind '{other}' is not one of nexus, ghcr, generic"));
+                let at = r
+                    .kind
+                    .as_ref()
+                    .map(|k| locate(k.span()))
+                    .unwrap_or_default();
+                registry_problems.push(format!(
+                    "{at}: registry kind '{other}' is not one of nexus, ghcr, generic"
+                ));
                 RegistryKind::Generic
             }
         };
@@ -332,8 +338,16 @@ pub fn parse(
                 String::new()
             }
         };
-        if raw.registry.iter().take_while(|q| !std::ptr::eq(*q, r)).any(|q| q.name.get_ref() == &name) {
-            registry_problems.push(format!("{}: registry '{name}' is configured twice", locate(r.name.span())));
+        if raw
+            .registry
+            .iter()
+            .take_while(|q| !std::ptr::eq(*q, r))
+            .any(|q| q.name.get_ref() == &name)
+        {
+            registry_problems.push(format!(
+                "{}: registry '{name}' is configured twice",
+                locate(r.name.span())
+            ));
         }
         registries.push(Registry {
             name,
@@ -352,12 +366,23 @@ pub fn parse(
                 locate(c.name.span())
             ));
         }
-        if raw.cluster.iter().take_while(|q| !std::ptr::eq(*q, c)).any(|q| q.name.get_ref() == &name) {
-            registry_problems.push(format!("{}: cluster '{name}' is configured twice", locate(c.name.span())));
+        if raw
+            .cluster
+            .iter()
+            .take_while(|q| !std::ptr::eq(*q, c))
+            .any(|q| q.name.get_ref() == &name)
+        {
+            registry_problems.push(format!(
+                "{}: cluster '{name}' is configured twice",
+                locate(c.name.span())
+            ));
         }
         clusters.push(Cluster {
             name,
-            kubeconfig: c.kubeconfig.as_ref().map(|k| PathBuf::from(expand(k, "kubeconfig"))),
+            kubeconfig: c
+                .kubeconfig
+                .as_ref()
+                .map(|k| PathBuf::from(expand(k, "kubeconfig"))),
             context: c.context.as_ref().map(|k| expand(k, "context")),
             in_cluster: c.in_cluster,
         });
@@ -639,8 +664,14 @@ in_cluster = true
         let c = parse("gantry.toml", text, &env).unwrap();
         assert_eq!(c.registries[0].address, "127.0.0.1:5000");
         assert_eq!(c.registries[0].password.expose(), "s3cr3t");
-        assert_eq!((c.registries[1].kind, c.registries[1].address.as_str()), (RegistryKind::Ghcr, "ghcr.io"));
-        assert_eq!(c.clusters[0].kubeconfig, Some(PathBuf::from("/etc/gantry/kubeconfig")));
+        assert_eq!(
+            (c.registries[1].kind, c.registries[1].address.as_str()),
+            (RegistryKind::Ghcr, "ghcr.io")
+        );
+        assert_eq!(
+            c.clusters[0].kubeconfig,
+            Some(PathBuf::from("/etc/gantry/kubeconfig"))
+        );
         assert!(c.clusters[1].in_cluster);
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }

@@ -242,17 +242,34 @@ impl Docker {
             // after the exit (always so when the killer took a child of the
             // script's shell rather than the shell itself). For a SIGKILL under a
             // memory limit, look again a few times before calling it a plain exit.
-            let attempts = if code == 137 && spec.memory_bytes.is_some() { 6 } else { 1 };
+            let attempts = if code == 137 && spec.memory_bytes.is_some() {
+                6
+            } else {
+                1
+            };
             for attempt in 0..attempts {
                 if attempt > 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
-                let inspected = self.client.inspect_container(&id, None).await.map_err(|err| {
-                    self.error(format_args!("could not inspect stage '{}'", spec.stage), err)
-                })?;
-                let oom_killed = inspected.state.and_then(|state| state.oom_killed).unwrap_or(false);
+                let inspected = self
+                    .client
+                    .inspect_container(&id, None)
+                    .await
+                    .map_err(|err| {
+                        self.error(
+                            format_args!("could not inspect stage '{}'", spec.stage),
+                            err,
+                        )
+                    })?;
+                let oom_killed = inspected
+                    .state
+                    .and_then(|state| state.oom_killed)
+                    .unwrap_or(false);
                 if oom_killed {
-                    return Ok(Termination::OomKilled { exit_code: code, memory_limit: spec.memory_bytes });
+                    return Ok(Termination::OomKilled {
+                        exit_code: code,
+                        memory_limit: spec.memory_bytes,
+                    });
                 }
             }
         }

@@ -27,9 +27,14 @@ pub struct DeployRequest {
 pub enum DeployOutcome {
     Complete,
     /// Failed and left as it is (`rollback: never`, or the rollback failed too).
-    Failed { cause: String },
+    Failed {
+        cause: String,
+    },
     /// Failed, then undone: `revision`'s template runs again.
-    RolledBack { cause: String, revision: i64 },
+    RolledBack {
+        cause: String,
+        revision: i64,
+    },
     TimedOut,
     Cancelled,
 }
@@ -65,7 +70,12 @@ pub trait Deployer: Send + Sync {
 pub struct NoClusters;
 
 impl Deployer for NoClusters {
-    fn deploy<'a>(&'a self, request: &'a DeployRequest, _: mpsc::Sender<String>, _: CancellationToken) -> DeployFuture<'a> {
+    fn deploy<'a>(
+        &'a self,
+        request: &'a DeployRequest,
+        _: mpsc::Sender<String>,
+        _: CancellationToken,
+    ) -> DeployFuture<'a> {
         let name = request.cluster.clone().unwrap_or_else(|| "default".into());
         Box::pin(async move { Err(format!("no cluster '{name}' is available to this run")) })
     }
@@ -103,7 +113,9 @@ impl Deployer for KubeDeployer {
     ) -> DeployFuture<'a> {
         Box::pin(async move {
             let config = self.config(request.cluster.as_deref())?;
-            let cluster = gantry_kube::Cluster::connect(&config).await.map_err(|e| e.to_string())?;
+            let cluster = gantry_kube::Cluster::connect(&config)
+                .await
+                .map_err(|e| e.to_string())?;
             let rollout = gantry_kube::RolloutRequest {
                 namespace: request.namespace.clone(),
                 deployment: request.deployment.clone(),
@@ -114,11 +126,16 @@ impl Deployer for KubeDeployer {
                 auto_rollback: request.auto_rollback,
                 thresholds: self.thresholds.clone(),
             };
-            let report = cluster.rollout(&rollout, progress, cancel).await.map_err(|e| e.to_string())?;
+            let report = cluster
+                .rollout(&rollout, progress, cancel)
+                .await
+                .map_err(|e| e.to_string())?;
             let outcome = match report.outcome {
                 gantry_kube::Outcome::Complete => DeployOutcome::Complete,
                 gantry_kube::Outcome::Failed { cause } => DeployOutcome::Failed { cause },
-                gantry_kube::Outcome::RolledBack { cause, revision } => DeployOutcome::RolledBack { cause, revision },
+                gantry_kube::Outcome::RolledBack { cause, revision } => {
+                    DeployOutcome::RolledBack { cause, revision }
+                }
                 gantry_kube::Outcome::TimedOut => DeployOutcome::TimedOut,
                 gantry_kube::Outcome::Cancelled => DeployOutcome::Cancelled,
             };

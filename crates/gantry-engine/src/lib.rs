@@ -18,7 +18,8 @@ use std::time::Duration;
 
 pub use deploy::{DeployOutcome, DeployRequest, DeployResult, Deployer, KubeDeployer, NoClusters};
 pub use gantry_docker::{
-    BuildSpec, BuiltImage, Output, RegistryAuth, RunLabels, StageSpec, Stream, Termination, Workspace,
+    BuildSpec, BuiltImage, Output, RegistryAuth, RunLabels, StageSpec, Stream, Termination,
+    Workspace,
 };
 pub use run::{RunPlan, StageSelection, execute};
 use tokio::sync::mpsc;

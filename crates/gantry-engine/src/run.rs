@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use gantry_docker::{
-    Output, PullPolicy, RegistryAuth, RunLabels, ServiceSpec, StageSpec, Stream, Termination, Workspace,
+    Output, PullPolicy, RegistryAuth, RunLabels, ServiceSpec, StageSpec, Stream, Termination,
+    Workspace,
 };
 use gantry_pipeline::{Pipeline, Rollback, RunContext, StageKind};
 use tokio::sync::mpsc;
@@ -296,7 +297,11 @@ fn quote_list(names: &[&str]) -> String {
 /// What one attempt of a stage does, resolved before the first attempt.
 enum Work {
     Commands(StageSpec),
-    Build { spec: gantry_docker::BuildSpec, push: bool, auth: Option<RegistryAuth> },
+    Build {
+        spec: gantry_docker::BuildSpec,
+        push: bool,
+        auth: Option<RegistryAuth>,
+    },
     Deploy(DeployRequest),
 }
 
@@ -312,15 +317,29 @@ struct Attempt {
 
 impl Attempt {
     fn new(status: StageStatus, reason: Option<String>) -> Attempt {
-        Attempt { status, exit_code: None, reason, infrastructure_error: false, outputs: Vec::new(), deploy: None }
+        Attempt {
+            status,
+            exit_code: None,
+            reason,
+            infrastructure_error: false,
+            outputs: Vec::new(),
+            deploy: None,
+        }
     }
 
     fn failed(reason: String, infrastructure_error: bool) -> Attempt {
-        Attempt { infrastructure_error, ..Attempt::new(StageStatus::Failure, Some(reason)) }
+        Attempt {
+            infrastructure_error,
+            ..Attempt::new(StageStatus::Failure, Some(reason))
+        }
     }
 }
 
-async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: CancellationToken) -> StageResult {
+async fn run_stage<E: Executor>(
+    shared: &Shared<E>,
+    index: usize,
+    cancel: CancellationToken,
+) -> StageResult {
     let stage = &shared.plan.pipeline.stages[index];
     let started = Instant::now();
     let mut report = StageReport {
@@ -339,7 +358,10 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
         report.status = status;
         report.reason = reason;
         report.duration = Some(started.elapsed());
-        StageResult { report, infrastructure_error }
+        StageResult {
+            report,
+            infrastructure_error,
+        }
     };
 
     let mut work = match prepare_work(shared, index) {
@@ -348,7 +370,10 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
             let _ = shared.events.send(RunEvent::Stage(report.clone())).await;
             system_line(shared, index, &mut seq, &reason).await;
             let result = finish(report, StageStatus::Failure, Some(reason), false);
-            let _ = shared.events.send(RunEvent::Stage(result.report.clone())).await;
+            let _ = shared
+                .events
+                .send(RunEvent::Stage(result.report.clone()))
+                .await;
             return result;
         }
     };
@@ -357,7 +382,13 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
     let result = loop {
         let _ = shared.events.send(RunEvent::Stage(report.clone())).await;
         if report.attempt > 1 {
-            system_line(shared, index, &mut seq, &format!("attempt {} of {attempts}", report.attempt)).await;
+            system_line(
+                shared,
+                index,
+                &mut seq,
+                &format!("attempt {} of {attempts}", report.attempt),
+            )
+            .await;
         }
         let attempt = match &mut work {
             Work::Commands(spec) => {
@@ -377,12 +408,22 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
         if attempt.status == StageStatus::Success {
             report.outputs = attempt.outputs.clone();
             if let Ok(mut outputs) = shared.outputs.lock() {
-                outputs.insert(stage.name.clone(), attempt.outputs.iter().cloned().collect());
+                outputs.insert(
+                    stage.name.clone(),
+                    attempt.outputs.iter().cloned().collect(),
+                );
             }
         }
-        let retry = attempt.status == StageStatus::Failure && report.attempt < attempts && !cancel.is_cancelled();
+        let retry = attempt.status == StageStatus::Failure
+            && report.attempt < attempts
+            && !cancel.is_cancelled();
         if !retry {
-            break finish(report, attempt.status, attempt.reason, attempt.infrastructure_error);
+            break finish(
+                report,
+                attempt.status,
+                attempt.reason,
+                attempt.infrastructure_error,
+            );
         }
         let _ = shared
             .events
@@ -395,7 +436,10 @@ async fn run_stage<E: Executor>(shared: &Shared<E>, index: usize, cancel: Cancel
             .await;
         report.attempt += 1;
     };
-    let _ = shared.events.send(RunEvent::Stage(result.report.clone())).await;
+    let _ = shared
+        .events
+        .send(RunEvent::Stage(result.report.clone()))
+        .await;
     result
 }
 
@@ -408,23 +452,45 @@ async fn run_commands<E: Executor>(
 ) -> Attempt {
     let (tx, rx) = mpsc::channel(256);
     let pump = pump_output(shared, index, *seq, rx);
-    let (termination, last_seq) = tokio::join!(shared.executor.run_stage(spec, tx, cancel.clone()), pump);
+    let (termination, last_seq) =
+        tokio::join!(shared.executor.run_stage(spec, tx, cancel.clone()), pump);
     *seq = last_seq;
     match termination {
-        Ok(Termination::Exited(0)) => Attempt { exit_code: Some(0), ..Attempt::new(StageStatus::Success, None) },
-        Ok(Termination::Exited(code)) => Attempt { exit_code: Some(code), ..Attempt::failed(format!("exit code {code}"), false) },
-        Ok(Termination::TimedOut(after)) => Attempt::failed(format!("timed out after {}", human_duration(after)), false),
-        Ok(Termination::OomKilled { exit_code, memory_limit }) => {
-            let limit = memory_limit.map(|l| format!(" (memory limit {})", human_bytes(l))).unwrap_or_default();
-            Attempt { exit_code: Some(exit_code), ..Attempt::failed(format!("OOMKilled{limit}"), false) }
+        Ok(Termination::Exited(0)) => Attempt {
+            exit_code: Some(0),
+            ..Attempt::new(StageStatus::Success, None)
+        },
+        Ok(Termination::Exited(code)) => Attempt {
+            exit_code: Some(code),
+            ..Attempt::failed(format!("exit code {code}"), false)
+        },
+        Ok(Termination::TimedOut(after)) => {
+            Attempt::failed(format!("timed out after {}", human_duration(after)), false)
         }
-        Ok(Termination::Cancelled) => Attempt::new(StageStatus::Cancelled, Some("cancelled".to_string())),
+        Ok(Termination::OomKilled {
+            exit_code,
+            memory_limit,
+        }) => {
+            let limit = memory_limit
+                .map(|l| format!(" (memory limit {})", human_bytes(l)))
+                .unwrap_or_default();
+            Attempt {
+                exit_code: Some(exit_code),
+                ..Attempt::failed(format!("OOMKilled{limit}"), false)
+            }
+        }
+        Ok(Termination::Cancelled) => {
+            Attempt::new(StageStatus::Cancelled, Some("cancelled".to_string()))
+        }
         Err(e) => Attempt::failed(e.to_string(), is_infrastructure(&e)),
     }
 }
 
 fn is_infrastructure(e: &gantry_docker::Error) -> bool {
-    matches!(e, gantry_docker::Error::Unreachable { .. } | gantry_docker::Error::Api(_))
+    matches!(
+        e,
+        gantry_docker::Error::Unreachable { .. } | gantry_docker::Error::Api(_)
+    )
 }
 
 /// Builds the image, then pushes every tag; the digest becomes `${stages.NAME.digest}`.
@@ -439,38 +505,67 @@ async fn run_build<E: Executor>(
 ) -> Attempt {
     let (tx, rx) = mpsc::channel(256);
     let pump = pump_output(shared, index, *seq, rx);
-    let (built, last_seq) = tokio::join!(shared.executor.build_image(spec, tx, cancel.clone()), pump);
+    let (built, last_seq) =
+        tokio::join!(shared.executor.build_image(spec, tx, cancel.clone()), pump);
     *seq = last_seq;
     let built = match built {
         Ok(built) => built,
-        Err(_) if cancel.is_cancelled() => return Attempt::new(StageStatus::Cancelled, Some("cancelled".into())),
+        Err(_) if cancel.is_cancelled() => {
+            return Attempt::new(StageStatus::Cancelled, Some("cancelled".into()));
+        }
         Err(e) => return Attempt::failed(e.to_string(), is_infrastructure(&e)),
     };
-    let first = built.references.first().cloned().unwrap_or_else(|| spec.image.clone());
+    let first = built
+        .references
+        .first()
+        .cloned()
+        .unwrap_or_else(|| spec.image.clone());
     let mut outputs = vec![("image".to_string(), first)];
     if !push {
-        system_line(shared, index, seq, &format!("built {} (not pushed: push is false)", built.references.join(", "))).await;
-        return Attempt { outputs, ..Attempt::new(StageStatus::Success, None) };
+        system_line(
+            shared,
+            index,
+            seq,
+            &format!(
+                "built {} (not pushed: push is false)",
+                built.references.join(", ")
+            ),
+        )
+        .await;
+        return Attempt {
+            outputs,
+            ..Attempt::new(StageStatus::Success, None)
+        };
     }
     let mut digest = None;
     for reference in &built.references {
         let (tx, rx) = mpsc::channel(256);
         let pump = pump_output(shared, index, *seq, rx);
-        let (pushed, last_seq) = tokio::join!(shared.executor.push_image(reference, auth, tx, cancel.clone()), pump);
+        let (pushed, last_seq) = tokio::join!(
+            shared
+                .executor
+                .push_image(reference, auth, tx, cancel.clone()),
+            pump
+        );
         *seq = last_seq;
         match pushed {
             Ok(pushed) => {
                 system_line(shared, index, seq, &format!("pushed {reference}: {pushed}")).await;
                 digest.get_or_insert(pushed);
             }
-            Err(_) if cancel.is_cancelled() => return Attempt::new(StageStatus::Cancelled, Some("cancelled".into())),
+            Err(_) if cancel.is_cancelled() => {
+                return Attempt::new(StageStatus::Cancelled, Some("cancelled".into()));
+            }
             Err(e) => return Attempt::failed(e.to_string(), false),
         }
     }
     if let Some(digest) = digest {
         outputs.push(("digest".to_string(), digest));
     }
-    Attempt { outputs, ..Attempt::new(StageStatus::Success, None) }
+    Attempt {
+        outputs,
+        ..Attempt::new(StageStatus::Success, None)
+    }
 }
 
 /// Rolls the image out; progress lines go to the stage log as they change.
@@ -482,7 +577,13 @@ async fn run_deploy<E: Executor>(
     cancel: &CancellationToken,
 ) -> Attempt {
     let target = format!("{}/{}", request.namespace, request.deployment);
-    system_line(shared, index, seq, &format!("rolling {target} out to {}", request.image)).await;
+    system_line(
+        shared,
+        index,
+        seq,
+        &format!("rolling {target} out to {}", request.image),
+    )
+    .await;
     let (tx, mut rx) = mpsc::channel::<String>(64);
     let mut lines = *seq;
     let forward = async {
@@ -490,7 +591,10 @@ async fn run_deploy<E: Executor>(
             system_line(shared, index, &mut lines, &line).await;
         }
     };
-    let (result, ()) = tokio::join!(shared.plan.deployer.deploy(request, tx, cancel.clone()), forward);
+    let (result, ()) = tokio::join!(
+        shared.plan.deployer.deploy(request, tx, cancel.clone()),
+        forward
+    );
     *seq = lines;
     let result = match result {
         Ok(result) => result,
@@ -499,20 +603,36 @@ async fn run_deploy<E: Executor>(
     let (status, reason) = match &result.outcome {
         DeployOutcome::Complete => (StageStatus::Success, None),
         DeployOutcome::Failed { cause } => (StageStatus::Failure, Some(cause.clone())),
-        DeployOutcome::RolledBack { cause, revision } => {
-            (StageStatus::Failure, Some(format!("rolled back to revision {revision}: {cause}")))
-        }
+        DeployOutcome::RolledBack { cause, revision } => (
+            StageStatus::Failure,
+            Some(format!("rolled back to revision {revision}: {cause}")),
+        ),
         DeployOutcome::TimedOut => (
             StageStatus::Failure,
-            Some(format!("rollout of {target} timed out after {}", human_duration(request.timeout))),
+            Some(format!(
+                "rollout of {target} timed out after {}",
+                human_duration(request.timeout)
+            )),
         ),
         DeployOutcome::Cancelled => (StageStatus::Cancelled, Some("cancelled".to_string())),
     };
     if status == StageStatus::Success {
-        let revision = result.revision_after.map(|r| format!(" (revision {r})")).unwrap_or_default();
-        system_line(shared, index, seq, &format!("{target} rolled out{revision}")).await;
+        let revision = result
+            .revision_after
+            .map(|r| format!(" (revision {r})"))
+            .unwrap_or_default();
+        system_line(
+            shared,
+            index,
+            seq,
+            &format!("{target} rolled out{revision}"),
+        )
+        .await;
     }
-    Attempt { deploy: Some(result), ..Attempt::new(status, reason) }
+    Attempt {
+        deploy: Some(result),
+        ..Attempt::new(status, reason)
+    }
 }
 
 /// Resolves what the stage will do: interpolation, secrets, credentials.
@@ -522,14 +642,21 @@ fn prepare_work<E>(shared: &Shared<E>, index: usize) -> Result<Work, String> {
     let outputs = shared.outputs.lock().map(|o| o.clone()).unwrap_or_default();
     match &stage.kind {
         StageKind::Build(_) => {
-            let build = gantry_pipeline::resolve_build(&plan.pipeline, index, &plan.context, &plan.extra_env, &outputs)?;
+            let build = gantry_pipeline::resolve_build(
+                &plan.pipeline,
+                index,
+                &plan.context,
+                &plan.extra_env,
+                &outputs,
+            )?;
             let auth = match &build.registry {
                 None => None,
                 Some(name) => Some(plan.registries.iter().find(|r| &r.name == name).cloned().ok_or_else(|| {
                     format!("registry '{name}' is not configured: add a [[registry]] named '{name}' to gantry.toml")
                 })?),
             };
-            let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            let created =
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
             let spec = gantry_docker::BuildSpec {
                 run: plan.run.clone(),
                 stage: stage.name.clone(),
@@ -539,25 +666,48 @@ fn prepare_work<E>(shared: &Shared<E>, index: usize) -> Result<Work, String> {
                 target: build.target,
                 args: build.args,
                 labels: vec![
-                    ("org.opencontainers.image.revision".into(), plan.context.commit_sha.clone()),
-                    ("org.opencontainers.image.source".into(), plan.source_url.clone()),
+                    (
+                        "org.opencontainers.image.revision".into(),
+                        plan.context.commit_sha.clone(),
+                    ),
+                    (
+                        "org.opencontainers.image.source".into(),
+                        plan.source_url.clone(),
+                    ),
                     ("org.opencontainers.image.created".into(), created),
                 ],
                 image: build.image,
                 tags: build.tags,
             };
-            Ok(Work::Build { spec, push: build.push, auth })
+            Ok(Work::Build {
+                spec,
+                push: build.push,
+                auth,
+            })
         }
         StageKind::Deploy(_) => {
-            let deploy = gantry_pipeline::resolve_deploy(&plan.pipeline, index, &plan.context, &plan.extra_env, &outputs)?;
-            let short = plan.context.commit_sha.get(..7).unwrap_or(&plan.context.commit_sha);
+            let deploy = gantry_pipeline::resolve_deploy(
+                &plan.pipeline,
+                index,
+                &plan.context,
+                &plan.extra_env,
+                &outputs,
+            )?;
+            let short = plan
+                .context
+                .commit_sha
+                .get(..7)
+                .unwrap_or(&plan.context.commit_sha);
             Ok(Work::Deploy(DeployRequest {
                 cluster: deploy.cluster,
                 namespace: deploy.namespace,
                 deployment: deploy.deployment,
                 container: deploy.container,
                 image: deploy.image,
-                change_cause: format!("gantry {} #{} {short}", plan.context.repo, plan.context.run_number),
+                change_cause: format!(
+                    "gantry {} #{} {short}",
+                    plan.context.repo, plan.context.run_number
+                ),
                 timeout: deploy.timeout,
                 auto_rollback: deploy.rollback == Rollback::Auto,
             }))
@@ -575,10 +725,18 @@ fn stage_spec<E>(
     let plan = &shared.plan;
     let stage = &plan.pipeline.stages[index];
     let StageKind::Commands { commands, .. } = &stage.kind else {
-        return Err(format!("stage '{}' is of a kind this runner cannot execute", stage.name));
+        return Err(format!(
+            "stage '{}' is of a kind this runner cannot execute",
+            stage.name
+        ));
     };
-    let resolved =
-        gantry_pipeline::resolve_stage_with(&plan.pipeline, index, &plan.context, &plan.extra_env, outputs)?;
+    let resolved = gantry_pipeline::resolve_stage_with(
+        &plan.pipeline,
+        index,
+        &plan.context,
+        &plan.extra_env,
+        outputs,
+    )?;
     let mut env = resolved.env;
     let mut missing = BTreeSet::new();
     for name in &stage.secrets {

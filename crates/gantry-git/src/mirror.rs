@@ -68,15 +68,18 @@ impl Mirror {
             })?;
             let staging = parent.join(format!(
                 ".{}.init-{}-{:?}",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or("mirror"),
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("mirror"),
                 std::process::id(),
                 std::thread::current().id()
             ));
             let _ = std::fs::remove_dir_all(&staging);
-            Repository::init_opts(&staging, RepositoryInitOptions::new().bare(true).mkpath(true))
-                .map_err(|e| {
-                    Error::git(format!("create mirror {}", path.display()), e.message())
-                })?;
+            Repository::init_opts(
+                &staging,
+                RepositoryInitOptions::new().bare(true).mkpath(true),
+            )
+            .map_err(|e| Error::git(format!("create mirror {}", path.display()), e.message()))?;
             let _ = std::fs::remove_dir(path); // an empty directory: rename cannot replace it
             match std::fs::rename(&staging, path) {
                 Ok(()) => debug!(mirror = %path.display(), "created mirror"),

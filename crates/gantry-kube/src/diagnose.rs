@@ -418,7 +418,10 @@ mod tests {
                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}
             }),
         );
-        let patient = Thresholds { crash_loop_restarts: 2, ..defaults() };
+        let patient = Thresholds {
+            crash_loop_restarts: 2,
+            ..defaults()
+        };
         check(
             std::slice::from_ref(&once),
             &patient,

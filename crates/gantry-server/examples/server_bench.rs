@@ -21,9 +21,18 @@ const TOKEN: &str = "bench-token";
 const PIPELINE: &str = "on: { push: { branches: [main] } }\nstages:\n  - { name: hello, image: local/busybox, commands: [\"echo ok\"] }\n";
 
 fn main() {
-    let bin = std::env::var("GANTRY_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target/release/gantry"));
-    assert!(bin.exists(), "{} not found: build it with `cargo build --release -p gantry` (or set GANTRY_BIN)", bin.display());
-    let iterations: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(9);
+    let bin = std::env::var("GANTRY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/gantry"));
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --release -p gantry` (or set GANTRY_BIN)",
+        bin.display()
+    );
+    let iterations: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(9);
 
     let repo = FixtureRepo::new();
     repo.write(".gantry.yml", PIPELINE);
@@ -49,7 +58,12 @@ fn main() {
             floor_a.push(floor);
         }
     }
-    report("(a) webhook -> run finished, one stage", &gantry_a, &floor_a, 1.1);
+    report(
+        "(a) webhook -> run finished, one stage",
+        &gantry_a,
+        &floor_a,
+        1.1,
+    );
 
     // (b) 40 commits at once.
     let mut shas = Vec::new();
@@ -67,7 +81,10 @@ fn main() {
                 s.spawn(move || server.push(&format!("b-{i}"), "refs/heads/main", sha))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("sender")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sender"))
+            .collect()
     });
     server.wait_finished(&runs);
     let gantry_b = started.elapsed();
@@ -79,21 +96,28 @@ fn main() {
             let next = next.clone();
             let url = repo.file_url();
             let work = work.path();
-            s.spawn(move || loop {
-                let i = {
-                    let mut n = next.lock().expect("lock");
-                    *n += 1;
-                    *n
-                };
-                if i > 40 {
-                    break;
+            s.spawn(move || {
+                loop {
+                    let i = {
+                        let mut n = next.lock().expect("lock");
+                        *n += 1;
+                        *n
+                    };
+                    if i > 40 {
+                        break;
+                    }
+                    floor_once(&url, work, &format!("b-{i}"));
                 }
-                floor_once(&url, work, &format!("b-{i}"));
             });
         }
     });
     let floor_b = started.elapsed();
-    report("(b) 40 webhooks at once, 8 in parallel", &[gantry_b], &[floor_b], 1.2);
+    report(
+        "(b) 40 webhooks at once, 8 in parallel",
+        &[gantry_b],
+        &[floor_b],
+        1.2,
+    );
 
     // (c) ingestion of pushes to a branch that builds nothing.
     repo.branch("nobuild");
@@ -111,7 +135,9 @@ fn main() {
                 let mut mine = Vec::with_capacity(per_sender);
                 for i in 0..per_sender {
                     let t0 = Instant::now();
-                    let status = server.push_with(&agent, &format!("c-{t}-{i}"), "refs/heads/nobuild", &sha).0;
+                    let status = server
+                        .push_with(&agent, &format!("c-{t}-{i}"), "refs/heads/nobuild", &sha)
+                        .0;
                     mine.push(t0.elapsed());
                     assert_eq!(status, 202);
                 }
@@ -126,9 +152,18 @@ fn main() {
     let rate = n as f64 / elapsed.as_secs_f64();
     let p50 = latencies[n / 2];
     let p99 = latencies[(n * 99 / 100).min(n - 1)];
-    println!("(c) ingestion, 16 concurrent senders: {n} deliveries in {:.2}s = {rate:.0}/s (target >= 2000/s); latency p50 {:.1} ms, p99 {:.1} ms (target <= 20 ms)", elapsed.as_secs_f64(), ms(p50), ms(p99));
+    println!(
+        "(c) ingestion, 16 concurrent senders: {n} deliveries in {:.2}s = {rate:.0}/s (target >= 2000/s); latency p50 {:.1} ms, p99 {:.1} ms (target <= 20 ms)",
+        elapsed.as_secs_f64(),
+        ms(p50),
+        ms(p99)
+    );
 
-    println!("(d) resident memory: idle {:.1} MB (target <= 20 MB), right after (b) {:.1} MB (target <= 64 MB)", idle_rss as f64 / 1024.0, after_rss as f64 / 1024.0);
+    println!(
+        "(d) resident memory: idle {:.1} MB (target <= 20 MB), right after (b) {:.1} MB (target <= 64 MB)",
+        idle_rss as f64 / 1024.0,
+        after_rss as f64 / 1024.0
+    );
 }
 
 fn ms(d: Duration) -> f64 {
@@ -176,7 +211,10 @@ fn floor_once(url: &str, work: &Path, name: &str) -> Duration {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().new_agent()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
 }
 
 struct Server {
@@ -206,9 +244,19 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start gantry serve");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), clone_url: clone_url.to_string(), agent: agent() };
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            clone_url: clone_url.to_string(),
+            agent: agent(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while server.agent.get(format!("{}/healthz", server.base)).call().is_err() {
+        while server
+            .agent
+            .get(format!("{}/healthz", server.base))
+            .call()
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "gantry serve did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -222,9 +270,16 @@ impl Server {
         let delivery = body["delivery"].as_i64().expect("delivery id");
         // The run id appears on the delivery once the dispatcher has decided.
         loop {
-            let mut resp = self.agent.get(format!("{}/api/v1/deliveries?limit=1000", self.base)).header("Authorization", format!("Bearer {TOKEN}")).call().expect("deliveries");
+            let mut resp = self
+                .agent
+                .get(format!("{}/api/v1/deliveries?limit=1000", self.base))
+                .header("Authorization", format!("Bearer {TOKEN}"))
+                .call()
+                .expect("deliveries");
             let list: Value = resp.body_mut().read_json().expect("json");
-            if let Some(d) = list["deliveries"].as_array().and_then(|a| a.iter().find(|d| d["id"] == delivery))
+            if let Some(d) = list["deliveries"]
+                .as_array()
+                .and_then(|a| a.iter().find(|d| d["id"] == delivery))
                 && let Some(run) = d["run_id"].as_i64()
             {
                 return run;
@@ -234,9 +289,17 @@ impl Server {
     }
 
     fn push_with(&self, agent: &ureq::Agent, guid: &str, git_ref: &str, sha: &str) -> (u16, Value) {
-        let body = Push { repository: "bench/app", clone_url: &self.clone_url, git_ref, before: "0000000000000000000000000000000000000000", after: sha, message: "bench", deleted: false }
-            .to_json()
-            .to_string();
+        let body = Push {
+            repository: "bench/app",
+            clone_url: &self.clone_url,
+            git_ref,
+            before: "0000000000000000000000000000000000000000",
+            after: sha,
+            message: "bench",
+            deleted: false,
+        }
+        .to_json()
+        .to_string();
         let mut resp = agent
             .post(format!("{}/hooks/github", self.base))
             .header("X-GitHub-Event", "push")
@@ -252,11 +315,18 @@ impl Server {
     fn wait_finished(&self, runs: &[i64]) {
         for id in runs {
             loop {
-                let mut resp = self.agent.get(format!("{}/api/v1/runs/{id}", self.base)).header("Authorization", format!("Bearer {TOKEN}")).call().expect("run");
+                let mut resp = self
+                    .agent
+                    .get(format!("{}/api/v1/runs/{id}", self.base))
+                    .header("Authorization", format!("Bearer {TOKEN}"))
+                    .call()
+                    .expect("run");
                 let run: Value = resp.body_mut().read_json().expect("json");
                 match run["status"].as_str() {
                     Some("success") => break,
-                    Some("failure" | "error" | "cancelled") => panic!("run {id} did not succeed: {run}"),
+                    Some("failure" | "error" | "cancelled") => {
+                        panic!("run {id} did not succeed: {run}")
+                    }
                     _ => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
@@ -264,7 +334,8 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -281,5 +352,8 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

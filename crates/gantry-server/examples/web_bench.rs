@@ -7,6 +7,7 @@
 //!   the server's resident memory (this process: the viewers only read and discard).
 //!
 //! Needs Docker with `local/busybox` and `local/python:3.11`, and Chromium with chromedriver.
+//! An argument `log`, `latency` or `viewers` runs only that part.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -173,32 +174,40 @@ fn main() -> Result<()> {
         pipeline: ".gantry.yml".into(),
         secrets: Vec::new(),
     };
+    let only = std::env::args().nth(1).unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only == name;
     let server = Server::start(project)?;
-    let Some(browser) = Browser::start() else {
-        return Err("the web benchmark needs chromium and chromium-driver".into());
-    };
-    browser.goto(&format!("{}/login", server.base));
-    browser.wait_for(
-        "the login form",
-        "return document.querySelector('#token')",
-        Duration::from_secs(30),
-    );
-    browser.type_into("#token", TOKEN);
-    browser.click("form.login button[type=submit]");
-    browser.wait_for(
-        "the runs page",
-        "return document.querySelector('table.runs')",
-        Duration::from_secs(30),
-    );
-
     println!(
         "web benchmark: Chromium headless, {} cores",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    huge_log(&server, &browser)?;
-    latency(&server, &browser)?;
-    drop(browser);
-    viewers(&server, &repo)?;
+    if part("log") || part("latency") {
+        let Some(browser) = Browser::start() else {
+            return Err("the web benchmark needs chromium and chromium-driver".into());
+        };
+        browser.goto(&format!("{}/login", server.base));
+        browser.wait_for(
+            "the login form",
+            "return document.querySelector('#token')",
+            Duration::from_secs(30),
+        );
+        browser.type_into("#token", TOKEN);
+        browser.click("form.login button[type=submit]");
+        browser.wait_for(
+            "the runs page",
+            "return document.querySelector('table.runs')",
+            Duration::from_secs(30),
+        );
+        if part("log") {
+            huge_log(&server, &browser)?;
+        }
+        if part("latency") {
+            latency(&server, &browser)?;
+        }
+    }
+    if part("viewers") {
+        viewers(&server, &repo)?;
+    }
     Ok(())
 }
 
@@ -363,91 +372,146 @@ fn latency(server: &Server, browser: &Browser) -> Result<()> {
     Ok(())
 }
 
+/// How the stage is watched in one configuration of the viewers benchmark.
+struct Watching {
+    label: &'static str,
+    viewers: usize,
+    /// Added to the events URL.
+    query: &'static str,
+}
+
+const WATCHING: [Watching; 3] = [
+    Watching {
+        label: "no viewer",
+        viewers: 0,
+        query: "",
+    },
+    Watching {
+        label: "10 web UI viewers",
+        viewers: VIEWERS,
+        query: "&tail=1",
+    },
+    Watching {
+        label: "10 full-stream clients",
+        viewers: VIEWERS,
+        query: "",
+    },
+];
+
+/// One run of the 200 MB stage.
+struct Sample {
+    wall: f64,
+    server_cpu: f64,
+    received: u64,
+    rss: (u64, u64, u64),
+}
+
 fn viewers(server: &Server, repo: &FixtureRepo) -> Result<()> {
     repo.write(".gantry.yml", FLOOD);
     repo.commit("flood");
-    let mut alone = Vec::new();
-    let mut watched = Vec::new();
-    let mut rss = Vec::new();
+    let mut samples: Vec<Vec<Sample>> = WATCHING.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
-        for with_viewers in [false, true] {
-            let label = if with_viewers {
-                "10 viewers"
-            } else {
-                "no viewer"
-            };
-            eprintln!("==> 200 MB stage, {label} (round {})", round + 1);
-            let before = rss_mib();
-            let id = server.trigger()?;
-            let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-            let sampler = {
-                let (peak, sampling) = (peak.clone(), sampling.clone());
-                std::thread::spawn(move || {
-                    while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                        peak.fetch_max(rss_mib(), std::sync::atomic::Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                })
-            };
-            let readers: Vec<_> = (0..if with_viewers { VIEWERS } else { 0 })
-                .map(|_| {
-                    let url = format!("{}/api/v1/runs/{id}/events?from=start", server.base);
-                    std::thread::spawn(move || watch(&url))
-                })
-                .collect();
-            let run = server.wait_finished(id)?;
-            let mut received = 0u64;
-            for reader in readers {
-                received += reader.join().map_err(|_| "a viewer panicked")??;
-            }
-            sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-            let _ = sampler.join();
-            let stage = &run["stages"][0];
-            let wall = seconds(&stage["started_at"], &stage["finished_at"])?;
-            if run["status"] != "success" {
-                return Err(format!("the flood run failed: {run}").into());
-            }
+        for (watching, samples) in WATCHING.iter().zip(&mut samples) {
+            eprintln!("==> 200 MB stage, {} (round {})", watching.label, round + 1);
+            let sample = flood_once(server, watching)?;
             eprintln!(
-                "    stage {wall:.1}s, viewers received {:.0} MB, RSS {before} -> peak {} -> {} MiB",
-                received as f64 / 1e6,
-                peak.load(std::sync::atomic::Ordering::Relaxed),
-                rss_mib()
+                "    stage {:.1}s, server CPU {:.1}s, viewers received {:.0} MB, \
+                 RSS {} -> peak {} -> {} MiB",
+                sample.wall,
+                sample.server_cpu,
+                sample.received as f64 / 1e6,
+                sample.rss.0,
+                sample.rss.1,
+                sample.rss.2
             );
-            if with_viewers {
-                watched.push(wall);
-                rss.push((
-                    before,
-                    peak.load(std::sync::atomic::Ordering::Relaxed),
-                    rss_mib(),
-                ));
-            } else {
-                alone.push(wall);
-            }
+            samples.push(sample);
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
+    let median = |v: Vec<f64>| {
+        let mut v = v;
         v.sort_by(f64::total_cmp);
         (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
     };
-    let (a, w) = (median(&alone), median(&watched));
-    println!("stage printing 200 MB (2,000,000 lines), median of {ROUNDS}:");
-    println!("  no viewer              {a:.1} s");
+    let alone = median(samples[0].iter().map(|s| s.wall).collect());
     println!(
-        "  {VIEWERS} live viewers        {w:.1} s   ratio {:.2}x (target <= 1.10x)",
-        w / a
+        "stage printing 200 MB (2,000,000 lines), median of {ROUNDS} (server CPU excludes the viewers' reading):"
     );
-    for (before, peak, after) in rss {
+    for (watching, samples) in WATCHING.iter().zip(&samples) {
+        let wall = median(samples.iter().map(|s| s.wall).collect());
+        let cpu = median(samples.iter().map(|s| s.server_cpu).collect());
+        let received = median(samples.iter().map(|s| s.received as f64 / 1e6).collect());
         println!(
-            "  server RSS with viewers: before {before} MiB, peak {peak} MiB, after {after} MiB"
+            "  {:<24} wall {wall:>5.1} s  ratio {:.2}x  server CPU {cpu:>5.1} s  received {received:>5.0} MB",
+            watching.label,
+            wall / alone
         );
+        if watching.viewers > 0 {
+            let rss: Vec<String> = samples
+                .iter()
+                .map(|s| format!("{} -> {} -> {}", s.rss.0, s.rss.1, s.rss.2))
+                .collect();
+            println!(
+                "  {:<24} server RSS before -> peak -> after (MiB): {}",
+                "",
+                rss.join(", ")
+            );
+        }
     }
+    println!("  target: <= 1.10x with 10 viewers, memory flat");
     Ok(())
 }
 
-/// Reads a run's event stream to its end, as fast as it comes; returns the bytes read.
-fn watch(url: &str) -> Result<u64, String> {
+fn flood_once(server: &Server, watching: &Watching) -> Result<Sample> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let before = rss_mib();
+    let cpu_before = cpu_seconds("self");
+    let id = server.trigger()?;
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_mib(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let readers: Vec<_> = (0..watching.viewers)
+        .map(|_| {
+            let url = format!(
+                "{}/api/v1/runs/{id}/events?from=start{}",
+                server.base, watching.query
+            );
+            std::thread::spawn(move || watch(&url))
+        })
+        .collect();
+    let run = server.wait_finished(id)?;
+    let (mut received, mut reading) = (0u64, 0.0);
+    for reader in readers {
+        let (bytes, cpu) = reader.join().map_err(|_| "a viewer panicked")??;
+        received += bytes;
+        reading += cpu;
+    }
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    if run["status"] != "success" {
+        return Err(format!("the flood run failed: {run}").into());
+    }
+    let stage = &run["stages"][0];
+    Ok(Sample {
+        wall: seconds(&stage["started_at"], &stage["finished_at"])?,
+        // The process's CPU time, less what the viewer threads spent reading.
+        server_cpu: cpu_seconds("self") - cpu_before - reading,
+        received,
+        rss: (before, peak.load(Ordering::Relaxed), rss_mib()),
+    })
+}
+
+/// Reads a run's event stream to its end, as fast as it comes; returns the bytes read and the
+/// CPU time this thread spent.
+fn watch(url: &str) -> Result<(u64, f64), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
     let response = agent
         .get(url)
@@ -469,7 +533,28 @@ fn watch(url: &str) -> Result<u64, String> {
     if !String::from_utf8_lossy(&tail).contains("event: end") {
         return Err("a viewer's stream ended without its 'end' event".into());
     }
-    Ok(total)
+    Ok((total, cpu_seconds("thread-self")))
+}
+
+/// User and system CPU time of `/proc/{which}` (`self`, `thread-self`), in seconds.
+fn cpu_seconds(which: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{which}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name; 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn seconds(start: &Value, end: &Value) -> Result<f64> {

@@ -108,7 +108,8 @@ pub async fn rollback(
             Utc::now(),
         );
         entry.id = app.store.record_deployment(&entry).await?;
-        app.metrics.rollback(&entry.cluster, entry.result == "complete");
+        app.metrics
+            .rollback(&entry.cluster, entry.result == "complete");
         tracing::info!(
             cluster = %entry.cluster, namespace = %entry.namespace, deployment = %entry.deployment,
             result = %entry.result, "manual rollback"
@@ -262,7 +263,8 @@ pub(crate) async fn record_stage(
         DeployOutcome::RolledBack { .. } => crate::metrics::DeployResult::RolledBack,
         _ => crate::metrics::DeployResult::Failure,
     };
-    app.metrics.deploy(&deploy.cluster, result, report.duration.unwrap_or_default());
+    app.metrics
+        .deploy(&deploy.cluster, result, report.duration.unwrap_or_default());
     if result == crate::metrics::DeployResult::RolledBack {
         app.metrics.rollback(&deploy.cluster, true);
     }

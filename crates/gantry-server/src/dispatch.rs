@@ -192,7 +192,11 @@ async fn decide_push(app: &Arc<App>, delivery: &Delivery) -> Result<(String, Opt
 }
 
 /// A run in state `error` that shows why the pipeline could not start.
-async fn make_error_run(app: &Arc<App>, new_run: NewRun, reason: &str) -> Result<(String, Option<i64>), String> {
+async fn make_error_run(
+    app: &Arc<App>,
+    new_run: NewRun,
+    reason: &str,
+) -> Result<(String, Option<i64>), String> {
     let run = app
         .store
         .create_failed_run(new_run, reason)
@@ -202,7 +206,10 @@ async fn make_error_run(app: &Arc<App>, new_run: NewRun, reason: &str) -> Result
     app.metrics
         .run_finished(&run.project, gantry_store::RunStatus::Error, None);
     let first_line = reason.lines().next().unwrap_or_default();
-    Ok((format!("run #{} error: {first_line}", run.number), Some(run.id)))
+    Ok((
+        format!("run #{} error: {first_line}", run.number),
+        Some(run.id),
+    ))
 }
 
 fn short_ref(git_ref: &str) -> &str {

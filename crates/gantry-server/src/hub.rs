@@ -6,12 +6,15 @@
 //! dropped from the hub. Its stream then catches up from the store and subscribes again. A slow
 //! viewer can therefore neither slow a stage down nor grow the server's memory.
 //!
-//! Lines are serialized to JSON once per batch, however many viewers receive them.
+//! A batch of lines becomes its SSE event once, however many viewers receive it, and in their
+//! streams' tasks rather than the runner's: each stream adds only its own `id:` line, and the
+//! bytes are shared, never copied.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use axum::body::Bytes;
 use gantry_store::LogLine;
 use tokio::sync::mpsc;
 
@@ -37,8 +40,39 @@ pub struct LineBatch {
     pub first: i64,
     pub last: i64,
     pub lines: Vec<LogLine>,
-    /// `lines` as a JSON array, serialized once for every subscriber.
-    pub json: String,
+    /// About the bytes `lines` take, for the subscribers' queue budgets.
+    size: usize,
+    /// The SSE event of all the lines, made by the first stream that sends it whole.
+    event: OnceLock<Bytes>,
+}
+
+impl LineBatch {
+    /// The SSE event of these lines, without its id (see [`lines_event`]); serialized once,
+    /// outside the runner, however many streams send it.
+    pub fn event(&self) -> Bytes {
+        self.event
+            .get_or_init(|| lines_event(&self.stage, &self.lines))
+            .clone()
+    }
+}
+
+/// An SSE `lines` event for `stage`, up to the `id:` line and the blank line that end it (the id
+/// may follow the data: a client takes the fields of an event in any order).
+pub fn lines_event(stage: &str, lines: &impl serde::Serialize) -> Bytes {
+    let mut event = b"event: lines\ndata: {\"stage\":".to_vec();
+    let written = serde_json::to_writer(&mut event, stage).and_then(|()| {
+        event.extend_from_slice(b",\"lines\":");
+        serde_json::to_writer(&mut event, lines)
+    });
+    if let Err(e) = written {
+        // Strings and numbers always serialize; keep the stream well-formed regardless.
+        tracing::error!(stage, error = %e, "cannot serialize log lines");
+        return Bytes::from(format!(
+            "event: lines\ndata: {{\"stage\":\"\",\"lines\":[]}}\n"
+        ));
+    }
+    event.extend_from_slice(b"}\n");
+    Bytes::from(event)
 }
 
 /// A change in the runs list: run `run_id` was created or changed status. `seq` counts the
@@ -57,7 +91,7 @@ pub trait Weight {
 impl Weight for RunMessage {
     fn weight(&self) -> usize {
         match self {
-            RunMessage::Lines(batch) => batch.json.len(),
+            RunMessage::Lines(batch) => batch.size,
             RunMessage::Changed => 0,
         }
     }
@@ -179,26 +213,24 @@ impl Hub {
     }
 
     /// Publishes lines of a stage that are stored already. Costs nothing when nobody watches.
-    pub fn publish_lines(&self, run_id: i64, stage: &str, lines: &[LogLine]) {
+    /// Takes the lines out of `lines` only when someone watches: the runner's cost is a
+    /// lookup, a sum and a queue push per subscriber.
+    pub fn publish_lines(&self, run_id: i64, stage: &str, lines: &mut Vec<LogLine>) {
         let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
             return;
         };
         if !self.is_watched(run_id) {
             return;
         }
-        let json = match serde_json::to_string(lines) {
-            Ok(json) => json,
-            Err(e) => {
-                tracing::error!(run_id, stage, error = %e, "cannot serialize log lines");
-                return;
-            }
-        };
+        let (first, last) = (first.seq, last.seq);
+        let size = lines.iter().map(|l| l.text.len() + 96).sum();
         let batch = RunMessage::Lines(Arc::new(LineBatch {
             stage: stage.to_owned(),
-            first: first.seq,
-            last: last.seq,
-            lines: lines.to_vec(),
-            json,
+            first,
+            last,
+            lines: std::mem::take(lines),
+            size,
+            event: OnceLock::new(),
         }));
         self.publish(run_id, &batch);
     }
@@ -283,8 +315,8 @@ mod tests {
         let hub = Hub::new();
         let mut a = hub.subscribe_run(1);
         let mut b = hub.subscribe_run(1);
-        hub.publish_lines(1, "test", &lines(1..=2, "hi"));
-        hub.publish_lines(2, "test", &lines(1..=1, "other run"));
+        hub.publish_lines(1, "test", &mut lines(1..=2, "hi"));
+        hub.publish_lines(2, "test", &mut lines(1..=1, "other run"));
         for sub in [&mut a, &mut b] {
             let Some(RunMessage::Lines(batch)) = sub.recv().await else {
                 panic!("expected lines");
@@ -293,7 +325,13 @@ mod tests {
                 (batch.first, batch.last, batch.stage.as_str()),
                 (1, 2, "test")
             );
-            assert!(batch.json.starts_with("[{\"seq\":1,"), "{}", batch.json);
+            let event = batch.event();
+            let event = String::from_utf8_lossy(&event);
+            assert!(
+                event.starts_with("event: lines\ndata: {\"stage\":\"test\",\"lines\":[{\"seq\":1,"),
+                "{event}"
+            );
+            assert!(event.ends_with("}]}\n"), "{event}");
         }
     }
 
@@ -304,7 +342,7 @@ mod tests {
         let big = "x".repeat(64 * 1024);
         // Far more than the byte budget; publishing must neither block nor keep it all.
         for i in 0..200 {
-            hub.publish_lines(1, "test", &lines(i + 1..=i + 1, &big));
+            hub.publish_lines(1, "test", &mut lines(i + 1..=i + 1, &big));
         }
         let mut received = 0;
         while let Some(message) = slow.recv().await {

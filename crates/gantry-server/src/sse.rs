@@ -10,6 +10,12 @@
 //! the stream for lagging, the stream starts over from the store: a slow client costs a few store
 //! reads, never memory, and never slows a stage down.
 //!
+//! With `?tail=1` a stream sends lines at most every 50 ms, and of each stage only the last 200
+//! new ones (catching up, it skips to the last 200 too): a viewer of the tail, like the web UI,
+//! then costs the server a few kilobytes a tick however fast a stage prints, and fetches any
+//! lines it skipped from the lines endpoint when they scroll into view. Without it, every line
+//! is sent exactly once.
+//!
 //! Responses carry `X-Accel-Buffering: no` and a comment every 15 s, so nginx and other proxies
 //! pass events on at once and keep idle streams open.
 
@@ -27,13 +33,17 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
-use crate::hub::{LineBatch, RunMessage};
+use crate::hub::{LineBatch, RunMessage, lines_event};
 use crate::state::App;
 
 /// A comment this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Lines read from the store at a time while catching up.
 const PAGE: i64 = 2000;
+/// Lines a tail-mode stream sends per stage at most at a time: more than a screen.
+const TAIL_LINES: usize = 200;
+/// How often a tail-mode stream sends lines at most.
+const TAIL_EVERY: Duration = Duration::from_millis(50);
 /// How long browsers wait before reconnecting.
 const RETRY_MS: u32 = 2000;
 /// Runs sent in a runs-list snapshot.
@@ -104,6 +114,10 @@ pub struct RunEventsQuery {
     from: Option<String>,
     /// A cursor to resume from, for clients that cannot send `Last-Event-ID`.
     cursor: Option<String>,
+    /// `tail=1`: send only the last lines of each batch (and of the log when catching up); the
+    /// client fetches what it skipped from the lines endpoint if it wants it. For viewers of
+    /// the tail, such as the web UI: a stage printing 20 MB/s costs them next to nothing.
+    tail: Option<u8>,
 }
 
 enum Start {
@@ -142,7 +156,7 @@ pub async fn run_events(
             )));
         }
     };
-    let (tx, rx) = mpsc::channel(8);
+    let (tx, rx) = mpsc::channel(16);
     let stream = RunStream {
         app,
         run_id: id,
@@ -151,6 +165,7 @@ pub async fn run_events(
         cursor: Cursor::default(),
         sent: None,
         finished: false,
+        tail: query.tail.unwrap_or(0) > 0,
     };
     tokio::spawn(stream.run(start));
     Ok(event_stream(rx))
@@ -190,6 +205,8 @@ struct RunStream {
     /// The run as last sent on this connection, to send only what changes.
     sent: Option<Value>,
     finished: bool,
+    /// Tail mode: skip to the last lines instead of sending every one.
+    tail: bool,
 }
 
 impl RunStream {
@@ -234,11 +251,18 @@ impl RunStream {
             if self.finished {
                 return self.end().await;
             }
+            // Tail mode: batches wait here until the next send, at most every TAIL_EVERY.
+            let mut waiting: Vec<Arc<LineBatch>> = Vec::new();
+            let mut last_sent = tokio::time::Instant::now() - TAIL_EVERY;
             loop {
+                let send_at = last_sent + TAIL_EVERY;
                 tokio::select! {
                     message = live.recv() => match message {
+                        Some(RunMessage::Lines(batch)) if self.tail => waiting.push(batch),
                         Some(RunMessage::Lines(batch)) => self.forward(&batch).await?,
                         Some(RunMessage::Changed) => {
+                            // Lines first: they were stored before the change.
+                            self.send_tail(&mut waiting).await?;
                             self.sync().await?;
                             if self.finished {
                                 // The runner stores every line before it finishes the run.
@@ -249,6 +273,10 @@ impl RunStream {
                         // Dropped for lagging: start over from the store.
                         None => break,
                     },
+                    _ = tokio::time::sleep_until(send_at), if !waiting.is_empty() => {
+                        self.send_tail(&mut waiting).await?;
+                        last_sent = tokio::time::Instant::now();
+                    }
                     _ = keep_alive.tick() => self.send(Bytes::from_static(b": keep-alive\n\n")).await?,
                     _ = self.tx.closed() => return Err(Closed),
                     _ = self.app.shutdown.cancelled() => return Err(Closed),
@@ -367,6 +395,16 @@ impl RunStream {
     }
 
     async fn catch_up_stage(&mut self, i: usize) -> Result<(), Closed> {
+        if self.tail {
+            let last = self
+                .app
+                .store
+                .last_log_seq(self.run_id, &self.names[i])
+                .await
+                .map_err(|e| self.store_failed(e))?;
+            let skip_to = last - TAIL_LINES as i64;
+            self.cursor.seqs[i] = self.cursor.seqs[i].max(skip_to);
+        }
         loop {
             let lines = self
                 .app
@@ -378,31 +416,18 @@ impl RunStream {
                 return Ok(());
             };
             self.cursor.seqs[i] = last.seq;
-            let json = serde_json::to_string(&lines).unwrap_or_default();
-            self.send_lines(i, &json).await?;
+            self.send_lines(lines_event(&self.names[i], &lines)).await?;
             if (lines.len() as i64) < PAGE {
                 return Ok(());
             }
         }
     }
 
-    /// A `lines` event, written in one piece: with many viewers of a fast stage, copies count.
-    async fn send_lines(&self, i: usize, lines_json: &str) -> Result<(), Closed> {
-        let stage = serde_json::to_string(&self.names[i]).unwrap_or_default();
-        let id = self.cursor.to_string();
-        let mut event = String::with_capacity(lines_json.len() + stage.len() + id.len() + 48);
-        for part in [
-            "id: ",
-            &id,
-            "\nevent: lines\ndata: {\"stage\":",
-            &stage,
-            ",\"lines\":",
-            lines_json,
-            "}\n\n",
-        ] {
-            event.push_str(part);
-        }
-        self.send(Bytes::from(event)).await
+    /// Sends a `lines` event made by [`lines_event`], ending it with the cursor as its id.
+    async fn send_lines(&self, event: Bytes) -> Result<(), Closed> {
+        self.send(event).await?;
+        self.send(Bytes::from(format!("id: {}\n\n", self.cursor)))
+            .await
     }
 
     /// Sends the lines of a live batch the client lacks, first filling any gap from the store.
@@ -422,12 +447,32 @@ impl RunStream {
         }
         self.cursor.seqs[i] = batch.last;
         if batch.first == have + 1 {
-            self.send_lines(i, &batch.json).await
+            self.send_lines(batch.event()).await
         } else {
             let rest: Vec<&LogLine> = batch.lines.iter().filter(|l| l.seq > have).collect();
-            let json = serde_json::to_string(&rest).unwrap_or_default();
-            self.send_lines(i, &json).await
+            self.send_lines(lines_event(&batch.stage, &rest)).await
         }
+    }
+
+    /// Tail mode: sends, per stage, the last [`TAIL_LINES`] new lines of the waiting batches.
+    /// Lines before them are skipped; the client reads them from the lines endpoint if it wants.
+    async fn send_tail(&mut self, waiting: &mut Vec<Arc<LineBatch>>) -> Result<(), Closed> {
+        let batches = std::mem::take(waiting);
+        for i in 0..self.names.len() {
+            let have = self.cursor.seqs[i];
+            let mut lines: Vec<&LogLine> = batches
+                .iter()
+                .filter(|b| b.stage == self.names[i] && b.last > have)
+                .flat_map(|b| b.lines.iter().filter(|l| l.seq > have))
+                .collect();
+            let Some(last) = lines.last().map(|l| l.seq) else {
+                continue;
+            };
+            lines.drain(..lines.len().saturating_sub(TAIL_LINES));
+            self.cursor.seqs[i] = last;
+            self.send_lines(lines_event(&self.names[i], &lines)).await?;
+        }
+        Ok(())
     }
 
     async fn end(&self) -> Result<(), Closed> {

@@ -74,9 +74,17 @@ fn from_row(r: Row) -> Deployment {
 
 impl Store {
     /// Records what a stage produced (`digest`, `image`). The stage row must exist.
-    pub async fn set_stage_outputs(&self, run_id: i64, stage: &str, outputs: &[(String, String)]) -> Result<()> {
+    pub async fn set_stage_outputs(
+        &self,
+        run_id: i64,
+        stage: &str,
+        outputs: &[(String, String)],
+    ) -> Result<()> {
         let json = serde_json::Value::Object(
-            outputs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+            outputs
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
         )
         .to_string();
         sqlx::query("UPDATE stages SET outputs = ? WHERE run_id = ? AND name = ?")
@@ -101,8 +109,12 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|(name, json)| {
-                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap_or_default();
-                let outputs = map.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect();
+                let map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&json).unwrap_or_default();
+                let outputs = map
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+                    .collect();
                 (name, outputs)
             })
             .collect())
@@ -147,7 +159,11 @@ impl Store {
     }
 
     /// The deploy history, newest first, optionally of one cluster.
-    pub async fn list_deployments(&self, cluster: Option<&str>, limit: i64) -> Result<Vec<Deployment>> {
+    pub async fn list_deployments(
+        &self,
+        cluster: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Deployment>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM deployments WHERE (? IS NULL OR cluster = ?) ORDER BY id DESC LIMIT ?"
         );

@@ -10,9 +10,13 @@ pub fn docker_available() -> bool {
         .unwrap_or(false);
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("no Docker engine answers, and CI=true: run `cargo xtask provision` to install and start one");
+            panic!(
+                "no Docker engine answers, and CI=true: run `cargo xtask provision` to install and start one"
+            );
         }
-        eprintln!("note: skipping a Docker test: no Docker engine answers (run `cargo xtask provision`)");
+        eprintln!(
+            "note: skipping a Docker test: no Docker engine answers (run `cargo xtask provision`)"
+        );
     }
     ok
 }

@@ -143,10 +143,17 @@ impl Printer {
                     _ => String::new(),
                 };
                 let before = deploy.image_before.as_deref().unwrap_or("?");
-                text.push_str(&format!("\n{}: image {before} replaced{revisions}", stage.name));
+                text.push_str(&format!(
+                    "\n{}: image {before} replaced{revisions}",
+                    stage.name
+                ));
             }
         }
-        if summary.stages.iter().any(|s| !s.outputs.is_empty() || s.deploy.is_some()) {
+        if summary
+            .stages
+            .iter()
+            .any(|s| !s.outputs.is_empty() || s.deploy.is_some())
+        {
             text.push('\n');
         }
         text.push_str(&format!(

@@ -131,7 +131,8 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
     };
 
     let env = |name: &str| std::env::var(name).ok();
-    let config = gantry_config::load(args.config.as_deref(), &env).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let config = gantry_config::load(args.config.as_deref(), &env)
+        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let docker = gantry_docker::Docker::connect().await?;
     remove_dead_leftovers(&docker).await;
     let archive = {
@@ -146,7 +147,12 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
 
     let names: Vec<String> = pipeline.stages.iter().map(|s| s.name.clone()).collect();
     let mut secrets: Vec<String> = args.secrets.iter().map(|(_, v)| v.clone()).collect();
-    secrets.extend(config.registries.iter().map(|r| r.password.expose().to_string()));
+    secrets.extend(
+        config
+            .registries
+            .iter()
+            .map(|r| r.password.expose().to_string()),
+    );
     let plan = RunPlan {
         run: RunLabels {
             run_id: new_run_id(),

@@ -54,7 +54,9 @@ pub fn main(mut args: Args) -> Result<()> {
         "image" => example("gantry-docker", "build_push", &[iterations.to_string()]),
         "deploy" => example("gantry-kube", "fault_detection", &[]),
         "web" => web(),
-        other => bail!("no benchmark named `{other}`; there are: run, floor, server, web, image, deploy"),
+        other => {
+            bail!("no benchmark named `{other}`; there are: run, floor, server, web, image, deploy")
+        }
     }
 }
 
@@ -63,7 +65,10 @@ pub fn main(mut args: Args) -> Result<()> {
 fn server(iterations: usize) -> Result<()> {
     require_busybox()?;
     eprintln!("==> building gantry and the server benchmark in release mode");
-    for args in [&["-p", "gantry"][..], &["-p", "gantry-server", "--example", "server_bench"]] {
+    for args in [
+        &["-p", "gantry"][..],
+        &["-p", "gantry-server", "--example", "server_bench"],
+    ] {
         cmd::cargo()
             .args(["build", "--release"])
             .args(args.iter().copied())
@@ -81,11 +86,21 @@ fn server(iterations: usize) -> Result<()> {
 fn web() -> Result<()> {
     require_busybox()?;
     if !images::exists(images::PYTHON) {
-        bail!("image {} is missing; build it with `cargo xtask images`", images::PYTHON);
+        bail!(
+            "image {} is missing; build it with `cargo xtask images`",
+            images::PYTHON
+        );
     }
     eprintln!("==> building the web benchmark in release mode");
     cmd::cargo()
-        .args(["build", "--release", "-p", "gantry-server", "--example", "web_bench"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "gantry-server",
+            "--example",
+            "web_bench",
+        ])
         .run()
         .context("building the web benchmark failed")?;
     Cmd::new(target_dir().join("release/examples/web_bench"))

@@ -71,12 +71,18 @@ fn run(mut args: Args) -> Result<()> {
             let mut rest = vec!["serve".to_string()];
             rest.extend(args.rest());
             provision()?;
-            gantry(&rest, &std::env::current_dir().context("cannot read the current directory")?)
+            gantry(
+                &rest,
+                &std::env::current_dir().context("cannot read the current directory")?,
+            )
         }
         "demo" => {
             args.finish()?;
             provision()?;
-            gantry(&["run".to_string()], &workspace_root().join("pipelines/examples/hello"))
+            gantry(
+                &["run".to_string()],
+                &workspace_root().join("pipelines/examples/hello"),
+            )
         }
         "image" => image::main(args),
         "bench" => bench::main(args),

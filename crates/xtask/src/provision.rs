@@ -56,7 +56,9 @@ pub fn ensure_kubectl() -> Result<()> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !installed || !works(()) {
-        bail!("kubectl is missing and `apt-get install kubectl` did not provide it; install kubectl 1.32 (the deploy tests compare its view with Gantry's)");
+        bail!(
+            "kubectl is missing and `apt-get install kubectl` did not provide it; install kubectl 1.32 (the deploy tests compare its view with Gantry's)"
+        );
     }
     Ok(())
 }

@@ -97,10 +97,19 @@ impl Executor for Fake {
         _cancel: CancellationToken,
     ) -> Result<BuiltImage, gantry_docker::Error> {
         self.builds.lock().unwrap().push(spec.clone());
-        let _ = output.send(Output { stream: Stream::Stdout, bytes: b"Step 1/1 : FROM local/busybox\n".to_vec() }).await;
+        let _ = output
+            .send(Output {
+                stream: Stream::Stdout,
+                bytes: b"Step 1/1 : FROM local/busybox\n".to_vec(),
+            })
+            .await;
         Ok(BuiltImage {
             id: "sha256:1111".into(),
-            references: spec.tags.iter().map(|t| format!("{}:{t}", spec.image)).collect(),
+            references: spec
+                .tags
+                .iter()
+                .map(|t| format!("{}:{t}", spec.image))
+                .collect(),
         })
     }
 
@@ -111,8 +120,14 @@ impl Executor for Fake {
         _output: mpsc::Sender<Output>,
         _cancel: CancellationToken,
     ) -> Result<String, gantry_docker::Error> {
-        self.pushes.lock().unwrap().push((reference.to_string(), auth.map(|a| a.username.clone())));
-        let repository = reference.rsplit_once(':').map(|(r, _)| r).unwrap_or(reference);
+        self.pushes
+            .lock()
+            .unwrap()
+            .push((reference.to_string(), auth.map(|a| a.username.clone())));
+        let repository = reference
+            .rsplit_once(':')
+            .map(|(r, _)| r)
+            .unwrap_or(reference);
         Ok(format!("{repository}@sha256:abcdef"))
     }
 
@@ -536,13 +551,21 @@ stages:
 "#;
 
 fn nexus() -> RegistryAuth {
-    RegistryAuth { name: "nexus".into(), address: "registry.local:5000".into(), username: "ci".into(), password: "nexus-pass-123".into() }
+    RegistryAuth {
+        name: "nexus".into(),
+        address: "registry.local:5000".into(),
+        username: "ci".into(),
+        password: "nexus-pass-123".into(),
+    }
 }
 
 #[tokio::test]
 async fn build_pushes_every_tag_and_deploy_gets_the_digest() {
     let fake = Fake::new(|_| exits(0, &[]));
-    let deployer = Arc::new(FakeDeployer { outcome: DeployOutcome::Complete, requests: Mutex::default() });
+    let deployer = Arc::new(FakeDeployer {
+        outcome: DeployOutcome::Complete,
+        requests: Mutex::default(),
+    });
     let mut p = plan(BUILD_AND_DEPLOY);
     p.registries = vec![nexus()];
     p.deployer = deployer.clone();
@@ -551,31 +574,75 @@ async fn build_pushes_every_tag_and_deploy_gets_the_digest() {
     let builds = fake.builds.lock().unwrap();
     assert_eq!(builds[0].tags, ["01234567", "latest"]);
     let labels: Vec<&str> = builds[0].labels.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(labels, ["org.opencontainers.image.revision", "org.opencontainers.image.source", "org.opencontainers.image.created"]);
-    assert_eq!(builds[0].labels[0].1, "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(
+        labels,
+        [
+            "org.opencontainers.image.revision",
+            "org.opencontainers.image.source",
+            "org.opencontainers.image.created"
+        ]
+    );
+    assert_eq!(
+        builds[0].labels[0].1,
+        "0123456789abcdef0123456789abcdef01234567"
+    );
     assert_eq!(
         *fake.pushes.lock().unwrap(),
-        [("registry.local:5000/app:01234567".to_string(), Some("ci".to_string())), ("registry.local:5000/app:latest".to_string(), Some("ci".to_string()))]
+        [
+            (
+                "registry.local:5000/app:01234567".to_string(),
+                Some("ci".to_string())
+            ),
+            (
+                "registry.local:5000/app:latest".to_string(),
+                Some("ci".to_string())
+            )
+        ]
     );
     assert_eq!(
         summary.stages[1].outputs,
-        [("image".to_string(), "registry.local:5000/app:01234567".to_string()), ("digest".to_string(), "registry.local:5000/app@sha256:abcdef".to_string())]
+        [
+            (
+                "image".to_string(),
+                "registry.local:5000/app:01234567".to_string()
+            ),
+            (
+                "digest".to_string(),
+                "registry.local:5000/app@sha256:abcdef".to_string()
+            )
+        ]
     );
     let request = deployer.requests.lock().unwrap()[0].clone();
     assert_eq!(request.image, "registry.local:5000/app@sha256:abcdef");
     assert_eq!(request.change_cause, "gantry demo/app #7 0123456");
     assert!(request.auto_rollback);
-    assert!(logs(&events, 2).contains(&"system: 1 of 2 updated, 0 available".to_string()), "{:?}", logs(&events, 2));
-    assert_eq!(summary.stages[2].deploy.as_ref().and_then(|d| d.revision_after), Some(5));
+    assert!(
+        logs(&events, 2).contains(&"system: 1 of 2 updated, 0 available".to_string()),
+        "{:?}",
+        logs(&events, 2)
+    );
+    assert_eq!(
+        summary.stages[2]
+            .deploy
+            .as_ref()
+            .and_then(|d| d.revision_after),
+        Some(5)
+    );
     let calls = fake.calls.lock().unwrap();
-    assert!(calls.iter().any(|c| c.env.contains(&("PUSHED".into(), "registry.local:5000/app@sha256:abcdef".into()))));
+    assert!(calls.iter().any(|c| c.env.contains(&(
+        "PUSHED".into(),
+        "registry.local:5000/app@sha256:abcdef".into()
+    ))));
 }
 
 #[tokio::test]
 async fn a_rolled_back_deploy_fails_the_stage_with_the_cause() {
     let fake = Fake::new(|_| exits(0, &[]));
     let deployer = Arc::new(FakeDeployer {
-        outcome: DeployOutcome::RolledBack { cause: "pod backend-7d9f-x2k OOMKilled (memory limit 128Mi), restarted 3 times".into(), revision: 41 },
+        outcome: DeployOutcome::RolledBack {
+            cause: "pod backend-7d9f-x2k OOMKilled (memory limit 128Mi), restarted 3 times".into(),
+            revision: 41,
+        },
         requests: Mutex::default(),
     });
     let mut p = plan(BUILD_AND_DEPLOY);
@@ -585,7 +652,9 @@ async fn a_rolled_back_deploy_fails_the_stage_with_the_cause() {
     assert_eq!(summary.status, RunStatus::Failure);
     assert_eq!(
         summary.stages[2].reason.as_deref(),
-        Some("rolled back to revision 41: pod backend-7d9f-x2k OOMKilled (memory limit 128Mi), restarted 3 times")
+        Some(
+            "rolled back to revision 41: pod backend-7d9f-x2k OOMKilled (memory limit 128Mi), restarted 3 times"
+        )
     );
     assert_eq!(summary.stages[3].status, StageStatus::Skipped);
 }

@@ -409,7 +409,9 @@ fn many_threads_creating_one_mirror_all_succeed() {
     let parent = tempfile::tempdir().unwrap();
     let path = parent.path().join("mirrors").join("demo__app.git");
     let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| gantry_git::Mirror::open_or_init(&path))).collect();
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| gantry_git::Mirror::open_or_init(&path)))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for r in results {

@@ -228,6 +228,51 @@ fn a_slow_client_falls_behind_catches_up_from_the_store_and_gets_everything_once
 }
 
 #[test]
+fn a_tail_stream_sends_only_the_last_lines_of_each_tick() {
+    if !docker_available() {
+        return;
+    }
+    let (server, id, _repo) = start_flood();
+    let mut events = EventReader::open(
+        &server,
+        &format!("/api/v1/runs/{id}/events?from=start&tail=1"),
+        None,
+    );
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    let mut count = 0;
+    loop {
+        let event = events.next().expect("the stream ends with an 'end' event");
+        match event.name.as_str() {
+            "lines" => {
+                let stage = event.data["stage"].as_str().expect("stage").to_string();
+                for line in event.data["lines"].as_array().expect("lines") {
+                    let seq = line["seq"].as_i64().expect("seq");
+                    let before = last.insert(stage.clone(), seq).unwrap_or(0);
+                    assert!(seq > before, "stage {stage}: {seq} after {before}");
+                    count += 1;
+                }
+            }
+            "end" => break,
+            _ => {}
+        }
+    }
+    for stage in ["one", "two"] {
+        let (_, page) = server.get(&format!(
+            "/api/v1/runs/{id}/stages/{stage}/lines?from=1&to=1"
+        ));
+        assert_eq!(
+            last.get(stage),
+            page["total"].as_i64().as_ref(),
+            "{stage} ends at its last line"
+        );
+    }
+    assert!(
+        count < 60_000,
+        "the tail of 120,000 lines took {count} lines"
+    );
+}
+
+#[test]
 fn a_run_stream_has_run_stage_and_masked_line_events_and_proxy_headers() {
     if !docker_available() {
         return;

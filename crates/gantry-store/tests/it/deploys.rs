@@ -26,17 +26,41 @@ fn deployment(cluster: &str, result: &str) -> NewDeployment {
 #[tokio::test]
 async fn the_deploy_history_is_newest_first_and_filtered_by_cluster() {
     let db = TestDb::new().await;
-    let a = db.store.record_deployment(&deployment("prod", "complete")).await.unwrap();
-    let b = db.store.record_deployment(&deployment("staging", "rolled_back")).await.unwrap();
-    let c = db.store.record_deployment(&deployment("prod", "failed")).await.unwrap();
-    let all: Vec<i64> = db.store.list_deployments(None, 10).await.unwrap().iter().map(|d| d.id).collect();
+    let a = db
+        .store
+        .record_deployment(&deployment("prod", "complete"))
+        .await
+        .unwrap();
+    let b = db
+        .store
+        .record_deployment(&deployment("staging", "rolled_back"))
+        .await
+        .unwrap();
+    let c = db
+        .store
+        .record_deployment(&deployment("prod", "failed"))
+        .await
+        .unwrap();
+    let all: Vec<i64> = db
+        .store
+        .list_deployments(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(all, [c, b, a]);
     let prod = db.store.list_deployments(Some("prod"), 10).await.unwrap();
     assert_eq!(prod.iter().map(|d| d.id).collect::<Vec<_>>(), [c, a]);
     assert_eq!(prod[0].revision_after, Some(5));
     assert_eq!(db.store.list_deployments(None, 1).await.unwrap().len(), 1);
     // A result outside the known ones is refused by the schema.
-    assert!(db.store.record_deployment(&deployment("prod", "weird")).await.is_err());
+    assert!(
+        db.store
+            .record_deployment(&deployment("prod", "weird"))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -54,8 +78,14 @@ async fn stage_outputs_are_kept_beside_the_stage() {
         finished_at: None,
     };
     db.store.upsert_stage(run.id, &stage).await.unwrap();
-    let outputs = vec![("image".to_string(), "r/app:1".to_string()), ("digest".to_string(), "r/app@sha256:ab".to_string())];
-    db.store.set_stage_outputs(run.id, "image", &outputs).await.unwrap();
+    let outputs = vec![
+        ("image".to_string(), "r/app:1".to_string()),
+        ("digest".to_string(), "r/app@sha256:ab".to_string()),
+    ];
+    db.store
+        .set_stage_outputs(run.id, "image", &outputs)
+        .await
+        .unwrap();
     db.store.upsert_stage(run.id, &stage).await.unwrap();
     let read = db.store.stage_outputs(run.id).await.unwrap();
     assert_eq!(read.len(), 1);
@@ -77,11 +107,37 @@ async fn a_runs_deployments_are_found_by_its_id() {
         kind: kind.into(),
         ..deployment("prod", "complete")
     };
-    let deploy = db.store.record_deployment(&of(run.id, "deploy")).await.unwrap();
-    db.store.record_deployment(&of(other.id, "deploy")).await.unwrap();
-    db.store.record_deployment(&deployment("prod", "complete")).await.unwrap();
-    let rollback = db.store.record_deployment(&of(run.id, "rollback")).await.unwrap();
+    let deploy = db
+        .store
+        .record_deployment(&of(run.id, "deploy"))
+        .await
+        .unwrap();
+    db.store
+        .record_deployment(&of(other.id, "deploy"))
+        .await
+        .unwrap();
+    db.store
+        .record_deployment(&deployment("prod", "complete"))
+        .await
+        .unwrap();
+    let rollback = db
+        .store
+        .record_deployment(&of(run.id, "rollback"))
+        .await
+        .unwrap();
     let found = db.store.run_deployments(run.id).await.unwrap();
-    assert_eq!(found.iter().map(|d| (d.id, d.kind.as_str())).collect::<Vec<_>>(), [(deploy, "deploy"), (rollback, "rollback")]);
-    assert!(db.store.run_deployments(other.id + 1).await.unwrap().is_empty());
+    assert_eq!(
+        found
+            .iter()
+            .map(|d| (d.id, d.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(deploy, "deploy"), (rollback, "rollback")]
+    );
+    assert!(
+        db.store
+            .run_deployments(other.id + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -512,11 +512,18 @@ async fn a_dropped_store_leaves_the_queue_intact() {
 async fn a_failed_run_is_numbered_but_never_queued() {
     let db = TestDb::new().await;
     let first = db.store.create_run(new_run("a")).await.unwrap();
-    let failed = db.store.create_failed_run(new_run("a"), "invalid .gantry.yml").await.unwrap();
+    let failed = db
+        .store
+        .create_failed_run(new_run("a"), "invalid .gantry.yml")
+        .await
+        .unwrap();
     assert_eq!(failed.number, first.number + 1);
     assert_eq!(failed.status, RunStatus::Error);
     assert_eq!(failed.reason.as_deref(), Some("invalid .gantry.yml"));
     assert!(failed.finished_at.is_some());
-    assert_eq!(db.store.claim_next_queued().await.unwrap().map(|r| r.id), Some(first.id));
+    assert_eq!(
+        db.store.claim_next_queued().await.unwrap().map(|r| r.id),
+        Some(first.id)
+    );
     assert_eq!(db.store.claim_next_queued().await.unwrap(), None);
 }

@@ -15,19 +15,30 @@ use serde_json::Value;
 use crate::serve::{Served, finished};
 use crate::support::docker_available;
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/examples/flask-backend");
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../pipelines/examples/flask-backend"
+);
 
 fn example_file(name: &str) -> String {
     std::fs::read_to_string(Path::new(EXAMPLE).join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn deployed_image(emulator: &Emulator) -> String {
-    let d = emulator.get(Resource::Deployment, "demo", "flask-backend").expect("the Deployment");
-    d["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string()
+    let d = emulator
+        .get(Resource::Deployment, "demo", "flask-backend")
+        .expect("the Deployment");
+    d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn stage<'a>(run: &'a Value, name: &str) -> &'a Value {
-    run["stages"].as_array().and_then(|s| s.iter().find(|s| s["name"] == name)).unwrap_or(&Value::Null)
+    run["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or(&Value::Null)
 }
 
 #[test]
@@ -40,14 +51,20 @@ fn the_example_app_ships_and_a_crashing_version_is_rolled_back() {
     };
     let emulator = Emulator::start();
     emulator.create_namespace("demo");
-    let deployment: Value =
-        yaml_serde::from_str(&example_file("k8s/deployment.yaml")).expect("the example's Deployment parses");
+    let deployment: Value = yaml_serde::from_str(&example_file("k8s/deployment.yaml"))
+        .expect("the example's Deployment parses");
     emulator.create(Resource::Deployment, "demo", deployment);
     emulator.wait_for_rollout("demo", "flask-backend", Duration::from_secs(20));
 
     // The example's files in a repository of its own; its pipeline points at this test's registry.
     let repo = FixtureRepo::new();
-    for name in ["app.py", "test_app.py", "Dockerfile", "Dockerfile.crash", ".dockerignore"] {
+    for name in [
+        "app.py",
+        "test_app.py",
+        "Dockerfile",
+        "Dockerfile.crash",
+        ".dockerignore",
+    ] {
         repo.write(name, example_file(name));
     }
     let pipeline = example_file(".gantry.yml").replace("localhost:5000", &registry.address());
@@ -67,13 +84,24 @@ fn the_example_app_ships_and_a_crashing_version_is_rolled_back() {
     let id = served.wait_delivery_run("example-1");
     let run = served.wait(&id, finished);
     assert_eq!(run["status"], "success", "{run:#}");
-    let digest = stage(&run, "image")["outputs"]["digest"].as_str().unwrap_or_default().to_string();
+    let digest = stage(&run, "image")["outputs"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(digest.contains("/demo/flask-backend@sha256:"), "{run:#}");
-    assert_eq!(deployed_image(&emulator), digest, "the cluster runs exactly the pushed digest");
+    assert_eq!(
+        deployed_image(&emulator),
+        digest,
+        "the cluster runs exactly the pushed digest"
+    );
     let manifest = registry
         .manifest("demo/flask-backend", &good[..8])
         .expect("the registry has the commit's tag");
-    assert!(digest.ends_with(&manifest.digest), "{digest} vs {}", manifest.digest);
+    assert!(
+        digest.ends_with(&manifest.digest),
+        "{digest} vs {}",
+        manifest.digest
+    );
     let log = served.cli(&["logs", &id, "--stage", "test"]);
     assert!(log.stdout.contains("passed"), "{}", log.debug());
 
@@ -82,25 +110,49 @@ fn the_example_app_ships_and_a_crashing_version_is_rolled_back() {
     let crashing = pipeline
         .replace("dockerfile: Dockerfile\n", "dockerfile: Dockerfile.crash\n")
         .replace("/demo/flask-backend\n", "/demo/flask-backend-crash\n");
-    assert_ne!(crashing, pipeline, "the example's pipeline still has the lines this test changes");
+    assert_ne!(
+        crashing, pipeline,
+        "the example's pipeline still has the lines this test changes"
+    );
     repo.write(".gantry.yml", &crashing);
     let bad = repo.commit("a version that crashes at start");
     assert_eq!(served.push("example-2", &bad, &repo.file_url()), 202);
     let id = served.wait_delivery_run("example-2");
     let run = served.wait(&id, finished);
     assert_eq!(run["status"], "failure", "{run:#}");
-    let reason = stage(&run, "deploy")["reason"].as_str().unwrap_or_default().to_string();
+    let reason = stage(&run, "deploy")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(reason.starts_with("rolled back to revision "), "{reason}");
     assert!(reason.contains("CrashLoopBackOff"), "{reason}");
-    assert_eq!(deployed_image(&emulator), digest, "the good version runs again");
+    assert_eq!(
+        deployed_image(&emulator),
+        digest,
+        "the good version runs again"
+    );
 
     // The history shows the good deploy, the failed one and the revert.
     let history = served.json(&["deployments"]);
     let kinds: Vec<String> = history["deployments"]
         .as_array()
-        .map(|d| d.iter().map(|e| format!("{} {}", e["kind"].as_str().unwrap_or(""), e["result"].as_str().unwrap_or(""))).collect())
+        .map(|d| {
+            d.iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["kind"].as_str().unwrap_or(""),
+                        e["result"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    assert_eq!(kinds, ["rollback complete", "deploy rolled_back", "deploy complete"], "{history:#}");
+    assert_eq!(
+        kinds,
+        ["rollback complete", "deploy rolled_back", "deploy complete"],
+        "{history:#}"
+    );
 
     // And Prometheus sees it all.
     let metrics = served.metrics();
@@ -109,8 +161,17 @@ fn the_example_app_ships_and_a_crashing_version_is_rolled_back() {
         "gantry_deploys_total{cluster=\"staging\",result=\"rolled_back\"} 1",
         "gantry_rollbacks_total{cluster=\"staging\",result=\"success\"} 1",
     ] {
-        assert!(metrics.contains(series), "{series} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(series),
+            "{series} missing from /metrics:\n{metrics}"
+        );
     }
-    let pushes = format!("gantry_image_pushes_total{{registry=\"{}\",result=\"success\"}} 2", registry.address());
-    assert!(metrics.contains(&pushes), "{pushes} missing from /metrics:\n{metrics}");
+    let pushes = format!(
+        "gantry_image_pushes_total{{registry=\"{}\",result=\"success\"}} 2",
+        registry.address()
+    );
+    assert!(
+        metrics.contains(&pushes),
+        "{pushes} missing from /metrics:\n{metrics}"
+    );
 }

@@ -2,8 +2,8 @@
 //! `gantry serve` and the client commands, against the real Docker engine.
 
 mod client;
-mod example;
 mod deployments;
+mod example;
 mod lint;
 mod run;
 mod secret;

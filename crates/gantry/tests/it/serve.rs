@@ -27,7 +27,10 @@ impl Served {
 
     /// With `extra` appended to gantry.toml (`[[cluster]]`, `[[registry]]`).
     pub(crate) fn start_with(dir: &Path, clone_url: &str, extra: &str) -> Served {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
         let data = dir.join("data");
         let config = dir.join("gantry.toml");
         std::fs::write(
@@ -38,7 +41,11 @@ impl Served {
             ),
         )
         .expect("config");
-        let mut served = Served { child: None, port, config };
+        let mut served = Served {
+            child: None,
+            port,
+            config,
+        };
         served.spawn();
         served
     }
@@ -55,21 +62,29 @@ impl Served {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "gantry serve did not start listening");
+            assert!(
+                Instant::now() < deadline,
+                "gantry serve did not start listening"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-9", &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }
 
     /// The server's `/metrics` page.
     pub(crate) fn metrics(&self) -> String {
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
         agent
             .get(format!("http://127.0.0.1:{}/metrics", self.port))
             .call()
@@ -99,10 +114,21 @@ impl Served {
     }
 
     pub(crate) fn push(&self, guid: &str, sha: &str, clone_url: &str) -> u16 {
-        let body = Push { repository: "demo/app", clone_url, git_ref: "refs/heads/main", before: &"0".repeat(40), after: sha, message: "m", deleted: false }
-            .to_json()
-            .to_string();
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        let body = Push {
+            repository: "demo/app",
+            clone_url,
+            git_ref: "refs/heads/main",
+            before: &"0".repeat(40),
+            after: sha,
+            message: "m",
+            deleted: false,
+        }
+        .to_json()
+        .to_string();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
         agent
             .post(format!("http://127.0.0.1:{}/hooks/github", self.port))
             .header("X-GitHub-Event", "push")
@@ -121,7 +147,10 @@ impl Served {
             if what(&run) {
                 return run;
             }
-            assert!(Instant::now() < deadline, "run {id} never got there: {run:#}");
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never got there: {run:#}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -137,7 +166,10 @@ impl Drop for Served {
 }
 
 pub(crate) fn finished(run: &Value) -> bool {
-    matches!(run["status"].as_str(), Some("success" | "failure" | "cancelled" | "error"))
+    matches!(
+        run["status"].as_str(),
+        Some("success" | "failure" | "cancelled" | "error")
+    )
 }
 
 #[test]
@@ -156,7 +188,11 @@ fn cli_triggers_follows_cancels_and_reruns() {
     assert!(r.stdout.contains("hello from manual"), "{}", r.debug());
     let r = served.cli(&["runs"]);
     assert_eq!(r.code, Some(0), "{}", r.debug());
-    assert!(r.stdout.contains("demo/app") && r.stdout.contains("success"), "{}", r.debug());
+    assert!(
+        r.stdout.contains("demo/app") && r.stdout.contains("success"),
+        "{}",
+        r.debug()
+    );
 
     // A long run, cancelled from the CLI, then re-run.
     repo.write(".gantry.yml", "stages:\n  - { name: long, image: local/busybox, commands: [\"echo started\", \"sleep 300\"] }\n");
@@ -170,7 +206,11 @@ fn cli_triggers_follows_cancels_and_reruns() {
     assert_eq!(run["status"], "cancelled");
     let r = served.cli(&["rerun", &id]);
     assert_eq!(r.code, Some(0), "{}", r.debug());
-    assert!(r.stdout.contains(&format!("rerun of run {id}")), "{}", r.debug());
+    assert!(
+        r.stdout.contains(&format!("rerun of run {id}")),
+        "{}",
+        r.debug()
+    );
     let r = served.cli(&["show", "999"]);
     assert_eq!(r.code, Some(3), "not found: {}", r.debug());
     let newest = served.json(&["runs", "--limit", "1"]);
@@ -198,10 +238,16 @@ fn kill_9_during_a_run_loses_nothing_and_leaves_no_container() {
     repo.write(".gantry.yml", "on: { push: { branches: [main] } }\nstages:\n  - { name: quick, image: local/busybox, commands: [\"echo quick\"] }\n");
     let quick = repo.commit("quick");
     for i in 0..3 {
-        assert_eq!(served.push(&format!("racing-{i}"), &quick, &repo.file_url()), 202);
+        assert_eq!(
+            served.push(&format!("racing-{i}"), &quick, &repo.file_url()),
+            202
+        );
     }
     served.kill9();
-    assert!(!docker_objects("container", "label=gantry.owner").is_empty(), "the stage's container outlived the server");
+    assert!(
+        !docker_objects("container", "label=gantry.owner").is_empty(),
+        "the stage's container outlived the server"
+    );
 
     served.spawn();
     let run = served.wait(&interrupted, finished);
@@ -222,7 +268,14 @@ fn kill_9_during_a_run_loses_nothing_and_leaves_no_container() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = Command::new("docker")
-            .args(["ps", "-a", "--filter", "label=gantry.run", "--format", "{{.Label \"gantry.run\"}}"])
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                "label=gantry.run",
+                "--format",
+                "{{.Label \"gantry.run\"}}",
+            ])
             .output()
             .expect("docker");
         let suffix = format!("-{interrupted}");
@@ -234,7 +287,10 @@ fn kill_9_during_a_run_loses_nothing_and_leaves_no_container() {
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "containers left behind: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "containers left behind: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -244,12 +300,17 @@ impl Served {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let list = self.json(&["deliveries"]);
-            if let Some(d) = list["deliveries"].as_array().and_then(|a| a.iter().find(|d| d["guid"] == guid))
+            if let Some(d) = list["deliveries"]
+                .as_array()
+                .and_then(|a| a.iter().find(|d| d["guid"] == guid))
                 && !d["run_id"].is_null()
             {
                 return d["run_id"].to_string();
             }
-            assert!(Instant::now() < deadline, "delivery {guid} made no run: {list:#}");
+            assert!(
+                Instant::now() < deadline,
+                "delivery {guid} made no run: {list:#}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

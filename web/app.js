@@ -531,9 +531,48 @@
 
   function deploymentsPage() {
     document.title = "Deployments · Gantry";
-    put(main, el("h1", {}, "Deployments"),
-      el("p", { class: "empty" }, "Rollouts to Kubernetes will be listed here once pipelines have deploy stages."));
+    const body = el("tbody");
+    const note = el("p", { class: "empty" }, "Loading…");
+    put(main, el("h1", {}, "Deployments"), note,
+      el("table", { class: "runs" },
+        el("thead", {}, el("tr", {}, ...["When", "Kind", "Cluster", "Deployment", "Image", "Revision", "Result", "Cause", ""].map((h) => el("th", {}, h)))),
+        body));
+    async function load() {
+      const answer = await api("GET", "/api/v1/deployments?limit=100");
+      const rows = answer.deployments || [];
+      note.textContent = rows.length ? "" : "No rollouts yet: they appear here once a pipeline's deploy stage runs.";
+      put(body, ...rows.map((d) => {
+        const target = `${d.namespace}/${d.deployment}`;
+        const button = el("button", { type: "button", class: "danger" }, "Roll back");
+        button.addEventListener("click", async () => {
+          if (!confirm(`Roll ${target} on ${d.cluster} back to its previous revision?`)) return;
+          button.disabled = true;
+          try {
+            const path = `/api/v1/deployments/${encodeURIComponent(d.cluster)}/${encodeURIComponent(d.namespace)}/${encodeURIComponent(d.deployment)}/rollback`;
+            const done = await api("POST", path, {});
+            alert(`Rolled back ${target}: ${done.result}`);
+            await load();
+          } catch (e) {
+            alert(`Rollback of ${target} failed: ${e.message}`);
+          } finally {
+            button.disabled = false;
+          }
+        });
+        return el("tr", {},
+          el("td", {}, since(d.finished_at)),
+          el("td", {}, d.kind),
+          el("td", {}, d.cluster),
+          el("td", {}, target),
+          el("td", {}, el("code", { title: `${d.image_before || "?"} → ${d.image_after || "?"}` }, d.image_after || "—")),
+          el("td", {}, `${d.revision_before ?? "?"} → ${d.revision_after ?? "?"}`),
+          el("td", {}, d.result),
+          el("td", {}, d.cause || ""),
+          el("td", {}, button));
+      }));
+    }
+    load().catch((e) => { note.textContent = `Cannot load deployments: ${e.message}`; });
   }
+
 
   route();
 })();

@@ -34,6 +34,9 @@ pub enum RunMessage {
     Changed,
 }
 
+/// Lines a tail-mode stream (see `sse`) sends per stage at most at a time: more than a screen.
+pub const TAIL_LINES: usize = 200;
+
 /// Consecutive lines of one stage of a run.
 pub struct LineBatch {
     pub stage: String,
@@ -44,6 +47,8 @@ pub struct LineBatch {
     size: usize,
     /// The SSE event of all the lines, made by the first stream that sends it whole.
     event: OnceLock<Bytes>,
+    /// The SSE event of the last [`TAIL_LINES`] lines, made by the first tail-mode stream.
+    tail: OnceLock<Bytes>,
 }
 
 impl LineBatch {
@@ -52,6 +57,21 @@ impl LineBatch {
     pub fn event(&self) -> Bytes {
         self.event
             .get_or_init(|| lines_event(&self.stage, &self.lines))
+            .clone()
+    }
+
+    /// The seq of the first of the last [`TAIL_LINES`] lines.
+    pub fn tail_first(&self) -> i64 {
+        self.first.max(self.last - TAIL_LINES as i64 + 1)
+    }
+
+    /// The SSE event of the last [`TAIL_LINES`] lines, serialized once like [`LineBatch::event`].
+    pub fn tail_event(&self) -> Bytes {
+        self.tail
+            .get_or_init(|| {
+                let skip = self.lines.len().saturating_sub(TAIL_LINES);
+                lines_event(&self.stage, &&self.lines[skip..])
+            })
             .clone()
     }
 }
@@ -67,9 +87,7 @@ pub fn lines_event(stage: &str, lines: &impl serde::Serialize) -> Bytes {
     if let Err(e) = written {
         // Strings and numbers always serialize; keep the stream well-formed regardless.
         tracing::error!(stage, error = %e, "cannot serialize log lines");
-        return Bytes::from(format!(
-            "event: lines\ndata: {{\"stage\":\"\",\"lines\":[]}}\n"
-        ));
+        return Bytes::from_static(b"event: lines\ndata: {\"stage\":\"\",\"lines\":[]}\n");
     }
     event.extend_from_slice(b"}\n");
     Bytes::from(event)
@@ -133,6 +151,18 @@ impl<T: Weight> Subscription<T> {
         let message = self.rx.recv().await?;
         self.queued.fetch_sub(message.weight(), Ordering::AcqRel);
         Some(message)
+    }
+
+    /// A message if one is waiting; `Err(true)` when the hub dropped the subscriber.
+    pub fn try_recv(&mut self) -> Result<T, bool> {
+        match self.rx.try_recv() {
+            Ok(message) => {
+                self.queued.fetch_sub(message.weight(), Ordering::AcqRel);
+                Ok(message)
+            }
+            Err(mpsc::error::TryRecvError::Empty) => Err(false),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(true),
+        }
     }
 }
 
@@ -231,6 +261,7 @@ impl Hub {
             lines: std::mem::take(lines),
             size,
             event: OnceLock::new(),
+            tail: OnceLock::new(),
         }));
         self.publish(run_id, &batch);
     }

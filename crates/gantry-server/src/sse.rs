@@ -33,15 +33,13 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
-use crate::hub::{LineBatch, RunMessage, lines_event};
+use crate::hub::{LineBatch, RunMessage, TAIL_LINES, lines_event};
 use crate::state::App;
 
 /// A comment this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Lines read from the store at a time while catching up.
 const PAGE: i64 = 2000;
-/// Lines a tail-mode stream sends per stage at most at a time: more than a screen.
-const TAIL_LINES: usize = 200;
 /// How often a tail-mode stream sends lines at most.
 const TAIL_EVERY: Duration = Duration::from_millis(50);
 /// How long browsers wait before reconnecting.
@@ -251,35 +249,51 @@ impl RunStream {
             if self.finished {
                 return self.end().await;
             }
-            // Tail mode: batches wait here until the next send, at most every TAIL_EVERY.
+            // Tail mode: batches wait here until the next send, at most every TAIL_EVERY; in
+            // between, the stream sleeps instead of waking for every batch.
             let mut waiting: Vec<Arc<LineBatch>> = Vec::new();
             let mut last_sent = tokio::time::Instant::now() - TAIL_EVERY;
             loop {
                 let send_at = last_sent + TAIL_EVERY;
+                let (mut changed, mut lagged) = (false, false);
                 tokio::select! {
-                    message = live.recv() => match message {
+                    message = live.recv(), if waiting.is_empty() => match message {
                         Some(RunMessage::Lines(batch)) if self.tail => waiting.push(batch),
                         Some(RunMessage::Lines(batch)) => self.forward(&batch).await?,
-                        Some(RunMessage::Changed) => {
-                            // Lines first: they were stored before the change.
-                            self.send_tail(&mut waiting).await?;
-                            self.sync().await?;
-                            if self.finished {
-                                // The runner stores every line before it finishes the run.
-                                self.catch_up().await?;
-                                return self.end().await;
-                            }
-                        }
-                        // Dropped for lagging: start over from the store.
-                        None => break,
+                        Some(RunMessage::Changed) => changed = true,
+                        None => lagged = true,
                     },
                     _ = tokio::time::sleep_until(send_at), if !waiting.is_empty() => {
+                        loop {
+                            match live.try_recv() {
+                                Ok(RunMessage::Lines(batch)) => waiting.push(batch),
+                                Ok(RunMessage::Changed) => changed = true,
+                                Err(dropped) => {
+                                    lagged = dropped;
+                                    break;
+                                }
+                            }
+                        }
                         self.send_tail(&mut waiting).await?;
                         last_sent = tokio::time::Instant::now();
                     }
                     _ = keep_alive.tick() => self.send(Bytes::from_static(b": keep-alive\n\n")).await?,
                     _ = self.tx.closed() => return Err(Closed),
                     _ = self.app.shutdown.cancelled() => return Err(Closed),
+                }
+                if changed {
+                    // Lines first: they were stored before the change.
+                    self.send_tail(&mut waiting).await?;
+                    self.sync().await?;
+                    if self.finished {
+                        // The runner stores every line before it finishes the run.
+                        self.catch_up().await?;
+                        return self.end().await;
+                    }
+                }
+                if lagged {
+                    // Dropped for lagging: start over from the store.
+                    break;
                 }
             }
         }
@@ -460,6 +474,16 @@ impl RunStream {
         let batches = std::mem::take(waiting);
         for i in 0..self.names.len() {
             let have = self.cursor.seqs[i];
+            // A fast stage's newest batch alone fills the tail: send its shared event.
+            let newest = batches.iter().rev().find(|b| b.stage == self.names[i]);
+            if let Some(batch) = newest
+                && batch.tail_first() > have
+                && batch.last - batch.tail_first() + 1 == TAIL_LINES as i64
+            {
+                self.cursor.seqs[i] = batch.last;
+                self.send_lines(batch.tail_event()).await?;
+                continue;
+            }
             let mut lines: Vec<&LogLine> = batches
                 .iter()
                 .filter(|b| b.stage == self.names[i] && b.last > have)

@@ -71,7 +71,7 @@
   }
 
   const FINISHED = new Set(["success", "failure", "cancelled", "error", "skipped"]);
-  const ICONS = { success: "✓", failure: "✗", error: "!", cancelled: "■", skipped: "⤼", running: "●", queued: "○", pending: "○" };
+  const ICONS = { success: "✓", failure: "✗", error: "!", cancelled: "■", skipped: "⤼", running: "●", queued: "○", pending: "○", complete: "✓", failed: "✗", rolled_back: "↶" };
 
   function badge(status) {
     return el("span", { class: `badge s-${status}` }, el("span", { class: "icon", "aria-hidden": "true" }, ICONS[status] || "?"), status);
@@ -534,45 +534,61 @@
     const body = el("tbody");
     const note = el("p", { class: "empty" }, "Loading…");
     put(main, el("h1", {}, "Deployments"), note,
-      el("table", { class: "runs" },
-        el("thead", {}, el("tr", {}, ...["When", "Kind", "Cluster", "Deployment", "Image", "Revision", "Result", "Cause", ""].map((h) => el("th", {}, h)))),
+      el("table", { class: "runs deployments" },
+        el("thead", {}, el("tr", {}, ...["When", "Kind", "Cluster", "Deployment", "Image", "Revision", "Result", "Cause", ""].map((h) => el("th", { scope: "col" }, h)))),
         body));
+
+    // Only the newest entry of each Deployment offers the rollback: `kubectl rollout undo`
+    // goes back from what runs now, whichever row the button would sit on.
+    async function rollBack(d, button) {
+      const target = `${d.namespace}/${d.deployment}`;
+      if (!confirm(`Roll ${target} on ${d.cluster} back to its previous revision?`)) return;
+      button.disabled = true;
+      button.textContent = "Rolling back…";
+      try {
+        const path = `/api/v1/deployments/${encodeURIComponent(d.cluster)}/${encodeURIComponent(d.namespace)}/${encodeURIComponent(d.deployment)}/rollback`;
+        const done = await api("POST", path, {});
+        const ok = done.result === "complete";
+        flash(ok ? `Rolled ${target} back to revision ${done.revision_after} (now revision ${done.current_revision}).`
+          : `Rollback of ${target} ended ${done.result}${done.cause ? `: ${done.cause}` : ""}.`, ok ? "ok" : "error");
+        await load();
+      } catch (e) {
+        flash(`Rollback of ${target} failed: ${e.message}`);
+        button.disabled = false;
+        button.textContent = "Roll back";
+      }
+    }
+
     async function load() {
       const answer = await api("GET", "/api/v1/deployments?limit=100");
       const rows = answer.deployments || [];
       note.textContent = rows.length ? "" : "No rollouts yet: they appear here once a pipeline's deploy stage runs.";
+      const seen = new Set();
       put(body, ...rows.map((d) => {
         const target = `${d.namespace}/${d.deployment}`;
-        const button = el("button", { type: "button", class: "danger" }, "Roll back");
-        button.addEventListener("click", async () => {
-          if (!confirm(`Roll ${target} on ${d.cluster} back to its previous revision?`)) return;
-          button.disabled = true;
-          try {
-            const path = `/api/v1/deployments/${encodeURIComponent(d.cluster)}/${encodeURIComponent(d.namespace)}/${encodeURIComponent(d.deployment)}/rollback`;
-            const done = await api("POST", path, {});
-            alert(`Rolled back ${target}: ${done.result}`);
-            await load();
-          } catch (e) {
-            alert(`Rollback of ${target} failed: ${e.message}`);
-          } finally {
-            button.disabled = false;
-          }
-        });
-        return el("tr", {},
+        const key = `${d.cluster}\u0000${target}`;
+        const newest = !seen.has(key);
+        seen.add(key);
+        let action = "";
+        if (newest) {
+          const button = el("button", { type: "button", class: "btn danger rollback", "aria-label": `Roll back ${target} on ${d.cluster}` }, "Roll back");
+          button.addEventListener("click", () => rollBack(d, button));
+          action = button;
+        }
+        return el("tr", { "data-id": String(d.id) },
           el("td", {}, since(d.finished_at)),
-          el("td", {}, d.kind),
+          el("td", {}, d.kind, ...(d.run_id ? [" · ", el("a", { href: `/runs/${d.run_id}`, "data-nav": "", title: `stage ${d.stage}` }, "run")] : [])),
           el("td", {}, d.cluster),
           el("td", {}, target),
           el("td", {}, el("code", { title: `${d.image_before || "?"} → ${d.image_after || "?"}` }, d.image_after || "—")),
           el("td", {}, `${d.revision_before ?? "?"} → ${d.revision_after ?? "?"}`),
-          el("td", {}, d.result),
+          el("td", {}, badge(d.result)),
           el("td", {}, d.cause || ""),
-          el("td", {}, button));
+          el("td", {}, action));
       }));
     }
     load().catch((e) => { note.textContent = `Cannot load deployments: ${e.message}`; });
   }
-
 
   route();
 })();

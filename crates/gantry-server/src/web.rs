@@ -356,27 +356,25 @@ fn check_session_change(app: &App, headers: &HeaderMap, cookie: &str) -> Result<
 
 /// The API's gate: `Authorization: Bearer` (the CLI) or a session cookie (the browser), with
 /// the CSRF checks for changes made with a cookie.
-pub async fn require_auth(
-    State(app): State<Arc<App>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if !request.headers().contains_key(AUTHORIZATION)
+pub async fn require_auth(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let checked = if !request.headers().contains_key(AUTHORIZATION)
         && let Some(cookie) = session_cookie(request.headers())
     {
-        let safe = matches!(*request.method(), Method::GET | Method::HEAD);
-        if safe {
-            if app.sessions.csrf(cookie).is_none() {
-                return Err(ApiError::unauthorized(
-                    "your session has expired; log in again",
-                ));
-            }
+        if matches!(*request.method(), Method::GET | Method::HEAD) {
+            app.sessions
+                .csrf(cookie)
+                .map(|_| ())
+                .ok_or_else(|| ApiError::unauthorized("your session has expired; log in again"))
         } else {
-            check_session_change(&app, request.headers(), cookie)?;
+            check_session_change(&app, request.headers(), cookie)
         }
-        return Ok(next.run(request).await);
+    } else {
+        crate::auth::check_token(&app, &request)
+    };
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(error) => crate::auth::refuse(request, error).await,
     }
-    crate::auth::require_token(State(app), request, next).await
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ impl Browser {
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chromium, "args": args },
+            // A dialog waits for the test to answer it (see `answer_dialog`).
+            "unhandledPromptBehavior": "ignore",
         }}});
         let answer = browser.call("POST", "/session", Some(capabilities));
         browser.session = answer["sessionId"]
@@ -216,6 +218,28 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Waits for an `alert`, `confirm` or `prompt` dialog, answers it (OK when `accept`,
+    /// Cancel otherwise) and returns its message; panics after `timeout`.
+    pub fn answer_dialog(&self, accept: bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let text = loop {
+            match self.try_call("GET", &self.session_path("/alert/text"), None) {
+                Ok(text) => break text.as_str().unwrap_or_default().to_owned(),
+                Err(error) if Instant::now() > deadline => {
+                    panic!("no dialog opened within {timeout:?}: {error}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(25)),
+            }
+        };
+        let answer = if accept {
+            "/alert/accept"
+        } else {
+            "/alert/dismiss"
+        };
+        self.call("POST", &self.session_path(answer), Some(json!({})));
+        text
     }
 
     /// The first element matching the CSS `selector`; panics if there is none.

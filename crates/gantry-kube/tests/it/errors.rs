@@ -88,8 +88,6 @@ async fn a_missing_deployment_is_not_found() {
 async fn an_unreachable_cluster_is_named_with_its_address() {
     let Setup { emulator, cluster } = setup("backend:1").await;
     emulator.set_unreachable(true);
-    // The emulator closes its port on its own thread, a moment later.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let (report, _) = support::rollout(&cluster, &request("backend:2")).await;
     let err = report.unwrap_err();

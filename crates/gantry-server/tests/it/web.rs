@@ -574,3 +574,112 @@ fn fill_huge_run(server: &TestServer, lines: i64) -> i64 {
         run.id
     })
 }
+
+/// The Deployments page: the history, one "Roll back" per Deployment (on its newest entry),
+/// a confirmation that can be declined, the rollback itself, and a failure told in the page.
+#[test]
+fn the_deployments_page_lists_rollouts_and_rolls_back_after_a_confirmation() {
+    use crate::deployments::{NAME, NS, ROLLBACK, deployments, image, server_for, shop_backend};
+
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let emulator = shop_backend(&["backend:1", "backend:2", "backend:3"]);
+    let server = server_for(Vec::new(), &emulator);
+    // Two rollbacks through the API make the history: 3 -> 2 (revision 4), then 4 -> 1 (5).
+    assert_eq!(server.post(ROLLBACK, json!({})).0, 200);
+    assert_eq!(server.post(ROLLBACK, json!({"to_revision": 1})).0, 200);
+    assert_eq!(image(&emulator), "backend:1");
+
+    login(&browser, &server);
+    browser.click("a[href='/deployments']");
+    let rows = "return [...document.querySelectorAll('table.deployments tbody tr')]
+        .map(r => [...r.cells].map(c => c.textContent.trim()).slice(1).join(' | ').trimEnd())";
+    let listed = browser.wait_for(
+        "the deployment history",
+        &format!("const r = (() => {{ {rows} }})(); return r.length === 2 && r"),
+        WAIT,
+    );
+    assert_eq!(
+        listed,
+        json!([
+            "rollback | prod | shop/backend | backend:1 | 4 → 1 | ✓complete | manual rollback | Roll back",
+            "rollback | prod | shop/backend | backend:2 | 3 → 2 | ✓complete | manual rollback |",
+        ])
+    );
+    assert_eq!(
+        browser.execute(
+            "return document.querySelectorAll('button.rollback').length",
+            vec![]
+        ),
+        json!(1),
+        "only the newest entry of a Deployment offers the rollback"
+    );
+    screenshot(&browser, "deployments");
+
+    // Declined: nothing happens.
+    browser.click("button.rollback");
+    let question = browser.answer_dialog(false, WAIT);
+    assert_eq!(
+        question,
+        format!("Roll {NS}/{NAME} on prod back to its previous revision?")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(image(&emulator), "backend:1");
+    assert_eq!(deployments(&server, "").len(), 2);
+
+    // Accepted: back to revision 4 (backend:2), which runs as revision 6.
+    browser.click("button.rollback");
+    browser.answer_dialog(true, WAIT);
+    let told = browser.wait_for(
+        "the rollback's result",
+        "const f = document.querySelector('#flash .flash.ok'); return f && f.textContent",
+        WAIT,
+    );
+    assert_eq!(
+        told,
+        "Rolled shop/backend back to revision 4 (now revision 6)."
+    );
+    assert_eq!(image(&emulator), "backend:2");
+    let listed = browser.wait_for(
+        "the new entry",
+        &format!("const r = (() => {{ {rows} }})(); return r.length === 3 && r"),
+        WAIT,
+    );
+    assert_eq!(
+        listed[0],
+        "rollback | prod | shop/backend | backend:2 | 5 → 4 | ✓complete | manual rollback | Roll back"
+    );
+    let history = deployments(&server, "");
+    assert_eq!(history.len(), 3);
+    assert_eq!(
+        (&history[0]["kind"], &history[0]["image_after"]),
+        (&json!("rollback"), &json!("backend:2"))
+    );
+    screenshot(&browser, "deployments-rolled-back");
+
+    // The cluster is gone: the page says why and nothing is recorded.
+    emulator.set_unreachable(true);
+    browser.click("button.rollback");
+    browser.answer_dialog(true, WAIT);
+    let told = browser.wait_for(
+        "the failure",
+        "const f = document.querySelector('#flash .flash.error'); return f && f.textContent",
+        WAIT,
+    );
+    assert_eq!(
+        told,
+        format!(
+            "Rollback of shop/backend failed: cannot reach cluster 'prod' at {}: connection refused",
+            emulator.url()
+        )
+    );
+    assert_eq!(
+        browser.execute("const b = document.querySelector('button.rollback'); return [b.disabled, b.textContent]", vec![]),
+        json!([false, "Roll back"]),
+        "the button is usable again"
+    );
+    emulator.set_unreachable(false);
+    assert_eq!(deployments(&server, "").len(), 3);
+    assert_eq!(image(&emulator), "backend:2");
+}

@@ -356,9 +356,21 @@ impl Emulator {
     }
 
     /// Simulates an unreachable cluster: while `true`, the port refuses connections and open
-    /// ones (watches included) are cut. The controllers keep running.
+    /// ones (watches included) are cut. The controllers keep running. Returns once the port
+    /// answers (or refuses) accordingly.
+    #[track_caller]
     pub fn set_unreachable(&self, unreachable: bool) {
         self.shared.reachable.send_replace(!unreachable);
+        // The emulator's thread closes or reopens the port: wait until it has.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(self.shared.addr).is_ok() == unreachable {
+            assert!(
+                Instant::now() < deadline,
+                "the emulator's port did not {} within 5 s",
+                if unreachable { "close" } else { "reopen" }
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The stored object, as a GET would return it.
@@ -661,6 +673,10 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
         }
     };
     let mut reachable = shared.reachable.subscribe();
+    // A `set_unreachable(true)` sent before this task subscribed counts too.
+    if !*reachable.borrow_and_update() {
+        listener = None;
+    }
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {

@@ -88,7 +88,7 @@ use std::time::Duration;
 pub use build::{BuildSpec, BuiltImage};
 pub use push::{PUSH_ATTEMPTS, RegistryAuth};
 pub use stage::{Output, ServiceSpec, StageSpec, Stream, Termination};
-pub use workspace::{Workspace, tar_directory};
+pub use workspace::{Workspace, tar_directory, tar_directory_filtered};
 
 use image::is_no_such_image;
 

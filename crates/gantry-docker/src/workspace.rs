@@ -221,27 +221,44 @@ pub(crate) fn workspace_mount(volume: &str, run: &RunLabels) -> Mount {
 /// as `docker cp` does, because host user ids mean nothing inside the stage's image. Sockets,
 /// FIFOs and device files are skipped.
 pub fn tar_directory(dir: &Path) -> io::Result<Vec<u8>> {
+    tar_directory_filtered(dir, &|_, _| false)
+}
+
+/// [`tar_directory`] without the entries for which `skip(path relative to dir, is_dir)` is
+/// true; a skipped directory is not read at all.
+pub fn tar_directory_filtered(
+    dir: &Path,
+    skip: &dyn Fn(&Path, bool) -> bool,
+) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    append_children(&mut builder, dir, Path::new(""))?;
+    append_children(&mut builder, dir, Path::new(""), skip)?;
     builder.into_inner()
 }
 
-fn append_children(builder: &mut tar::Builder<Vec<u8>>, root: &Path, rel: &Path) -> io::Result<()> {
+fn append_children(
+    builder: &mut tar::Builder<Vec<u8>>,
+    root: &Path,
+    rel: &Path,
+    skip: &dyn Fn(&Path, bool) -> bool,
+) -> io::Result<()> {
     let mut entries = fs::read_dir(root.join(rel))?.collect::<io::Result<Vec<_>>>()?;
     // A stable order makes the archive reproducible.
     entries.sort_by_key(|entry| entry.file_name());
     for entry in entries {
         let path = rel.join(entry.file_name());
         let metadata = fs::symlink_metadata(entry.path())?;
+        let file_type = metadata.file_type();
+        if skip(&path, file_type.is_dir()) {
+            continue;
+        }
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&metadata, tar::HeaderMode::Complete);
         header.set_uid(0);
         header.set_gid(0);
-        let file_type = metadata.file_type();
         if file_type.is_dir() {
             header.set_size(0);
             builder.append_data(&mut header, &path, io::empty())?;
-            append_children(builder, root, &path)?;
+            append_children(builder, root, &path, skip)?;
         } else if file_type.is_file() {
             builder.append_data(&mut header, &path, fs::File::open(entry.path())?)?;
         } else if file_type.is_symlink() {

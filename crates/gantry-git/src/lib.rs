@@ -12,5 +12,5 @@ mod mirror;
 
 pub use credentials::Credentials;
 pub use error::{Error, Result};
-pub use local::{LocalHead, local_head};
+pub use local::{GitIgnores, LocalHead, local_head};
 pub use mirror::{CommitInfo, Mirror};

@@ -1,6 +1,7 @@
 //! What `gantry run` needs to know about the working tree it runs on.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 /// The commit and branch checked out in a local working tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,79 @@ pub fn local_head(dir: &Path) -> Option<LocalHead> {
         None
     };
     Some(LocalHead { sha, branch })
+}
+
+/// What git ignores in a working tree, as `git status` sees it: paths matched by
+/// `.gitignore` files, `.git/info/exclude` and `core.excludesFile`, except files git tracks
+/// (a tracked file stays in even when a pattern matches it, as in git).
+pub struct GitIgnores {
+    repo: git2::Repository,
+    /// Where the directory asked about sits in the working tree, `/`-separated, ending in `/`
+    /// unless empty.
+    prefix: String,
+    /// The index's paths, for "tracked despite a pattern".
+    tracked: BTreeSet<Vec<u8>>,
+}
+
+impl GitIgnores {
+    /// The ignore rules for `dir`, or `None` when `dir` is not in a git working tree.
+    pub fn open(dir: &Path) -> Option<GitIgnores> {
+        let repo = git2::Repository::discover(dir).ok()?;
+        let workdir = repo.workdir()?.canonicalize().ok()?;
+        let dir = dir.canonicalize().ok()?;
+        let relative: PathBuf = dir.strip_prefix(&workdir).ok()?.to_path_buf();
+        let mut prefix = slash_path(&relative)?;
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        let tracked = repo
+            .index()
+            .map(|index| index.iter().map(|entry| entry.path).collect())
+            .unwrap_or_default();
+        Some(GitIgnores {
+            repo,
+            prefix,
+            tracked,
+        })
+    }
+
+    /// Whether `path` (relative to the directory given to [`GitIgnores::open`]) is ignored and
+    /// not tracked. A directory is kept when git tracks anything inside it.
+    pub fn is_ignored(&self, path: &Path, is_dir: bool) -> bool {
+        let Some(relative) = slash_path(path) else {
+            return false;
+        };
+        let full = format!("{}{relative}", self.prefix);
+        if full == ".git" || full.starts_with(".git/") {
+            return false;
+        }
+        // libgit2 applies directory-only patterns (`target/`) to a path ending in `/`.
+        let asked = if is_dir {
+            format!("{full}/")
+        } else {
+            full.clone()
+        };
+        if !self.repo.is_path_ignored(&asked).unwrap_or(false) {
+            return false;
+        }
+        if is_dir {
+            let inside = format!("{full}/").into_bytes();
+            let tracked_inside = self
+                .tracked
+                .range(inside.clone()..)
+                .next()
+                .is_some_and(|p| p.starts_with(&inside));
+            !tracked_inside
+        } else {
+            !self.tracked.contains(full.as_bytes())
+        }
+    }
+}
+
+/// `path` with `/` separators, or `None` when it is not valid UTF-8 (git would not match it).
+fn slash_path(path: &Path) -> Option<String> {
+    let parts: Option<Vec<&str>> = path.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(parts?.join("/"))
 }
 
 #[cfg(test)]
@@ -58,5 +132,69 @@ mod tests {
         assert_eq!(head.sha, oid.to_string());
         assert!(head.branch.is_some());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn ignores_follow_gitignore_except_for_tracked_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        git(root, &["init", "-q", "-b", "main"]);
+        write(".gitignore", "target/\n*.log\n/build\nvendor/\n");
+        write("src/app.log", "ignored\n");
+        write("src/main.rs", "fn main() {}\n");
+        write("target/debug/app", "binary\n");
+        write("build", "a file named like a directory pattern\n");
+        write("vendor/kept.txt", "tracked despite the pattern\n");
+        write("keep.log", "tracked despite the pattern\n");
+        git(root, &["add", ".gitignore", "src/main.rs"]);
+        git(root, &["add", "-f", "vendor/kept.txt", "keep.log"]);
+        write("sub/.gitignore", "local.txt\n");
+        write("sub/local.txt", "ignored by a nested .gitignore\n");
+        write("sub/other.txt", "untracked, not ignored\n");
+
+        let ignores = GitIgnores::open(root).expect("a repository");
+        let ignored = |path: &str, is_dir: bool| ignores.is_ignored(Path::new(path), is_dir);
+        assert!(ignored("target", true));
+        assert!(ignored("src/app.log", false));
+        assert!(ignored("build", false), "/build matches files too");
+        assert!(ignored("sub/local.txt", false));
+        assert!(!ignored("src", true));
+        assert!(!ignored("src/main.rs", false));
+        assert!(!ignored("sub/other.txt", false));
+        assert!(!ignored("vendor", true), "it holds a tracked file");
+        assert!(!ignored("vendor/kept.txt", false));
+        assert!(!ignored("keep.log", false));
+        assert!(!ignored(".git", true));
+        assert!(!ignored(".gitignore", false));
+
+        // From a subdirectory, paths are relative to it.
+        let sub = GitIgnores::open(&root.join("sub")).expect("a repository");
+        assert!(sub.is_ignored(Path::new("local.txt"), false));
+        assert!(!sub.is_ignored(Path::new("other.txt"), false));
+
+        let outside = tempfile::tempdir().unwrap();
+        if git2::Repository::discover(outside.path()).is_err() {
+            assert!(GitIgnores::open(outside.path()).is_none());
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `gantry run`: the pipeline on the local working tree, with the real executor.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// How many independent stages may run at once.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+    /// Copy the whole working tree into the workspace, also what git ignores
+    /// (by default, paths ignored by .gitignore and not tracked stay out, as with `act`).
+    #[arg(long)]
+    no_gitignore: bool,
+
     /// Registries and clusters for `build` and `deploy` stages (default:
     /// ./gantry.toml when present).
     #[arg(long)]
@@ -137,9 +142,14 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
     remove_dead_leftovers(&docker).await;
     let archive = {
         let tree = dir.clone();
-        tokio::task::spawn_blocking(move || gantry_docker::tar_directory(&tree))
+        let whole = args.no_gitignore;
+        let (archive, left_out) = tokio::task::spawn_blocking(move || pack_tree(&tree, whole))
             .await?
-            .with_context(|| format!("cannot read the working tree {}", dir.display()))?
+            .with_context(|| format!("cannot read the working tree {}", dir.display()))?;
+        if !left_out.is_empty() {
+            eprintln!("{}", left_out_note(&left_out));
+        }
+        archive
     };
 
     let cancel = CancellationToken::new();
@@ -228,4 +238,41 @@ async fn cancel_on_signal(cancel: CancellationToken) {
         _ = terminate.recv() => {}
     }
     std::process::exit(i32::from(exit::CANCELLED));
+}
+
+/// The working tree's tar, without what git ignores unless `whole`; and the top-most paths
+/// left out.
+fn pack_tree(tree: &Path, whole: bool) -> std::io::Result<(Vec<u8>, Vec<String>)> {
+    let ignores = if whole {
+        None
+    } else {
+        gantry_git::GitIgnores::open(tree)
+    };
+    let Some(ignores) = ignores else {
+        return Ok((gantry_docker::tar_directory(tree)?, Vec::new()));
+    };
+    let left_out = std::cell::RefCell::new(Vec::new());
+    let archive = gantry_docker::tar_directory_filtered(tree, &|path, is_dir| {
+        let ignored = ignores.is_ignored(path, is_dir);
+        if ignored {
+            let slash = if is_dir { "/" } else { "" };
+            left_out
+                .borrow_mut()
+                .push(format!("{}{slash}", path.display()));
+        }
+        ignored
+    })?;
+    Ok((archive, left_out.into_inner()))
+}
+
+/// One line telling what `.gitignore` kept out of the workspace.
+fn left_out_note(left_out: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut shown = left_out[..left_out.len().min(SHOWN)].join(", ");
+    if left_out.len() > SHOWN {
+        shown.push_str(&format!(" and {} more", left_out.len() - SHOWN));
+    }
+    format!(
+        "note: not copied into the workspace, as git ignores them: {shown} (--no-gitignore copies everything)"
+    )
 }

@@ -336,6 +336,76 @@ fn the_working_tree_is_the_workspace() {
     );
 }
 
+/// What git ignores stays out of the workspace (a Rust `target/` or `node_modules/` would
+/// otherwise be copied on every run), except files git tracks; `--no-gitignore` copies all.
+#[test]
+fn what_git_ignores_stays_out_of_the_workspace() {
+    if !docker_available() {
+        return;
+    }
+    let p = Project::new(
+        "stages:\n  - { name: a, image: local/busybox, commands: [\"find . -type f ! -path './.git/*' | sort\"] }\n",
+    );
+    p.write(".gitignore", "target/\n*.log\n")
+        .write("src/main.rs", "fn main() {}\n")
+        .write("target/debug/app", "a build output\n")
+        .write("run.log", "a log\n")
+        .write("keep.log", "tracked although *.log matches\n");
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(p.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", p.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", ".gantry.yml", ".gitignore", "src/main.rs"]);
+    git(&["add", "-f", "keep.log"]);
+
+    let files = |r: &crate::support::Run| -> Vec<String> {
+        r.lines_of("a")
+            .iter()
+            .filter_map(|l| l.strip_prefix("./").map(str::to_owned))
+            .collect()
+    };
+    let r = p.run(&["run"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert_eq!(
+        files(&r),
+        [".gantry.yml", ".gitignore", "keep.log", "src/main.rs"],
+        "{}",
+        r.debug()
+    );
+    assert!(
+        r.stderr.contains(
+            "note: not copied into the workspace, as git ignores them: run.log, target/ (--no-gitignore copies everything)"
+        ),
+        "{}",
+        r.debug()
+    );
+
+    let r = p.run(&["run", "--no-gitignore"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert_eq!(
+        files(&r),
+        [
+            ".gantry.yml",
+            ".gitignore",
+            "keep.log",
+            "run.log",
+            "src/main.rs",
+            "target/debug/app"
+        ],
+        "{}",
+        r.debug()
+    );
+    assert!(!r.stderr.contains("not copied"), "{}", r.debug());
+}
+
 #[test]
 fn only_selected_stages_run() {
     if !docker_available() {

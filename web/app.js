@@ -575,16 +575,17 @@
           button.addEventListener("click", () => rollBack(d, button));
           action = button;
         }
+        const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
         return el("tr", { "data-id": String(d.id) },
-          el("td", {}, since(d.finished_at)),
-          el("td", {}, d.kind, ...(d.run_id ? [" · ", el("a", { href: `/runs/${d.run_id}`, "data-nav": "", title: `stage ${d.stage}` }, "run")] : [])),
-          el("td", {}, d.cluster),
-          el("td", {}, target),
-          el("td", {}, el("code", { title: `${d.image_before || "?"} → ${d.image_after || "?"}` }, d.image_after || "—")),
-          el("td", {}, `${d.revision_before ?? "?"} → ${d.revision_after ?? "?"}`),
-          el("td", {}, badge(d.result)),
-          el("td", {}, d.cause || ""),
-          el("td", {}, action));
+          cell("When", since(d.finished_at)),
+          cell("Kind", d.kind, ...(d.run_id ? [" · ", el("a", { href: `/runs/${d.run_id}`, "data-nav": "", title: `stage ${d.stage}` }, "run")] : [])),
+          cell("Cluster", d.cluster),
+          cell("Deployment", target),
+          cell("Image", el("code", { title: `${d.image_before || "?"} → ${d.image_after || "?"}` }, d.image_after || "—")),
+          cell("Revision", `${d.revision_before ?? "?"} → ${d.revision_after ?? "?"}`),
+          cell("Result", badge(d.result)),
+          cell("Cause", d.cause || ""),
+          cell("", action));
       }));
     }
     load().catch((e) => { note.textContent = `Cannot load deployments: ${e.message}`; });

@@ -657,6 +657,9 @@ fn the_deployments_page_lists_rollouts_and_rolls_back_after_a_confirmation() {
         (&json!("rollback"), &json!("backend:2"))
     );
     screenshot(&browser, "deployments-rolled-back");
+    browser.set_window_size(390, 844);
+    screenshot(&browser, "deployments-phone");
+    browser.set_window_size(1280, 900);
 
     // The cluster is gone: the page says why and nothing is recorded.
     emulator.set_unreachable(true);

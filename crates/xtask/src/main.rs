@@ -20,7 +20,7 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-    ci                            provision, then `cargo test --workspace --all-targets`
+    ci                            provision, then `cargo test --workspace --all-targets --no-fail-fast`
                                   (what CI runs through .ci/run)
     provision                     install Debian packages, start dockerd, build the test images
     images [--tag-suffix S]       build the test images that are missing; a suffix like -try
@@ -111,8 +111,9 @@ fn provision() -> Result<()> {
 fn test() -> Result<()> {
     eprintln!("==> running the test suite");
     // CI=true is inherited: under it, tests fail rather than skip when something is missing.
+    // --no-fail-fast: every test binary runs, so one failure does not hide the others.
     cmd::cargo()
-        .args(["test", "--workspace", "--all-targets"])
+        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
         .current_dir(&workspace_root())
         .run()
         .context(

@@ -23,7 +23,7 @@
 //!
 //! Unpacking costs about a fifth of a `docker run` (the engine re-executes itself to untar in a
 //! chroot), so it is kept off the critical path: [`Docker::create_workspace`] only creates the
-//! volume and keeps the tar in memory; the run's first stage unpacks it through the helper *while*
+//! volume and keeps the tar; the run's first stage unpacks it through the helper *while*
 //! its own container is created and started, and holds its script back until then. A held-back
 //! stage runs `sh -c 'read -r gate || :; exec sh -e -c "$1"' sh <script>` with standard input
 //! open; closing that input once the files are in lets the script run, in the same process.
@@ -32,7 +32,8 @@
 //! in a process-wide table keyed by endpoint and volume, so any connection to the same engine
 //! finds them, and [`Docker::remove_run`] drops the archive of a run no stage ever ran for.
 //!
-//! [`tar_directory`] records files as owned by root, as `docker cp` does.
+//! [`Archive`] records files as owned by root, as `docker cp` does, and lives in a temporary
+//! file streamed to the engine: a large repository costs disk for a moment, not memory.
 //!
 //! # Stages
 //!
@@ -88,7 +89,7 @@ use std::time::Duration;
 pub use build::{BuildSpec, BuiltImage};
 pub use push::{PUSH_ATTEMPTS, RegistryAuth};
 pub use stage::{Output, ServiceSpec, StageSpec, Stream, Termination};
-pub use workspace::{Workspace, tar_directory, tar_directory_filtered};
+pub use workspace::{Archive, Workspace, tar_directory};
 
 use image::is_no_such_image;
 

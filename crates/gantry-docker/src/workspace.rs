@@ -38,7 +38,7 @@ pub struct Workspace {
 
 /// A working tree waiting to be unpacked into its workspace by the run's first stage.
 pub(crate) struct PendingFill {
-    archive: Bytes,
+    archive: Archive,
     /// Held while unpacking, so stages that arrive meanwhile wait; true once done.
     done: tokio::sync::Mutex<bool>,
 }
@@ -53,9 +53,14 @@ fn pending() -> &'static PendingFills {
 }
 
 impl Docker {
-    /// Creates the run's workspace volume. `archive` (see [`tar_directory`]) is unpacked into
+    /// Creates the run's workspace volume. `archive` (see [`Archive`]) is unpacked into
     /// it while the run's first stage container starts; the script waits for it.
-    pub async fn create_workspace(&self, run: &RunLabels, archive: Vec<u8>) -> Result<Workspace> {
+    pub async fn create_workspace(
+        &self,
+        run: &RunLabels,
+        archive: impl Into<Archive>,
+    ) -> Result<Workspace> {
+        let archive = archive.into();
         let volume = volume_name(&run.run_id);
         let request = VolumeCreateRequest {
             name: Some(volume.clone()),
@@ -68,7 +73,7 @@ impl Docker {
             .map_err(|err| self.error(format_args!("could not create volume {volume}"), err))?;
         if !archive.is_empty() {
             let fill = Arc::new(PendingFill {
-                archive: Bytes::from(archive),
+                archive,
                 done: tokio::sync::Mutex::new(false),
             });
             if let Ok(mut pending) = pending().lock() {
@@ -112,18 +117,33 @@ impl Docker {
         let options = UploadToContainerOptionsBuilder::new()
             .path(WORKSPACE_PATH)
             .build();
-        let uploaded = self
-            .client
-            .upload_to_container(
-                &helper,
-                Some(options),
-                bollard::body_full(fill.archive.clone()),
-            )
-            .await;
+        let uploaded = match &fill.archive.0 {
+            Source::Memory(bytes) => Ok(bollard::body_full(bytes.clone())),
+            Source::File { path, .. } => tokio::fs::File::open(path)
+                .await
+                .map(|file| {
+                    bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
+                        file, CHUNK,
+                    ))
+                })
+                .map_err(|err| {
+                    Error::Api(format!("could not read the working tree's archive: {err}"))
+                }),
+        };
+        let uploaded = match uploaded {
+            Ok(body) => self
+                .client
+                .upload_to_container(&helper, Some(options), body)
+                .await
+                .map_err(|err| {
+                    self.error("could not copy the working tree into the workspace", err)
+                }),
+            Err(err) => Err(err),
+        };
         if let Err(err) = uploaded {
             let options = RemoveContainerOptionsBuilder::new().force(true).build();
             let _ = self.client.remove_container(&helper, Some(options)).await;
-            return Err(self.error("could not copy the working tree into the workspace", err));
+            return Err(err);
         }
         *done = true;
         self.forget_pending_fill(&workspace.volume);
@@ -214,29 +234,86 @@ pub(crate) fn workspace_mount(volume: &str, run: &RunLabels) -> Mount {
     }
 }
 
-/// Tars the contents of `dir` (not `dir` itself) for [`Docker::create_workspace`].
-///
-/// Everything goes in, dotfiles and `.git` included; modes and modification times are kept;
-/// symbolic links are stored as links, never followed. Entries are owned by root (uid and gid 0),
-/// as `docker cp` does, because host user ids mean nothing inside the stage's image. Sockets,
-/// FIFOs and device files are skipped.
-pub fn tar_directory(dir: &Path) -> io::Result<Vec<u8>> {
-    tar_directory_filtered(dir, &|_, _| false)
+/// A tar of a working tree on its way into a workspace. Made by [`Archive::of_directory`], it
+/// lives in a temporary file that is streamed to the engine, so a large repository costs disk
+/// for a moment rather than memory, and the file is deleted with the `Archive`. Small archives
+/// (tests, generated contexts) can stay in memory: `Archive::from(Vec<u8>)`.
+pub struct Archive(Source);
+
+enum Source {
+    Memory(Bytes),
+    File { path: tempfile::TempPath, len: u64 },
 }
 
-/// [`tar_directory`] without the entries for which `skip(path relative to dir, is_dir)` is
-/// true; a skipped directory is not read at all.
-pub fn tar_directory_filtered(
-    dir: &Path,
-    skip: &dyn Fn(&Path, bool) -> bool,
-) -> io::Result<Vec<u8>> {
+/// How much of an archive file is read at a time while it is sent.
+const CHUNK: usize = 256 * 1024;
+
+impl Archive {
+    /// Tars the contents of `dir` (not `dir` itself) into a new file in `temp_dir`, leaving out
+    /// the entries for which `skip(path relative to dir, is_dir)` is true (a skipped directory
+    /// is not read at all).
+    ///
+    /// Everything else goes in, dotfiles and `.git` included; modes and modification times are
+    /// kept; symbolic links are stored as links, never followed. Entries are owned by root (uid
+    /// and gid 0), as `docker cp` does, because host user ids mean nothing inside the stage's
+    /// image. Sockets, FIFOs and device files are skipped.
+    pub fn of_directory(
+        dir: &Path,
+        temp_dir: &Path,
+        skip: &dyn Fn(&Path, bool) -> bool,
+    ) -> io::Result<Archive> {
+        let file = tempfile::Builder::new()
+            .prefix("gantry-workspace-")
+            .suffix(".tar")
+            .tempfile_in(temp_dir)?;
+        let mut builder = tar::Builder::new(io::BufWriter::with_capacity(CHUNK, file));
+        append_children(&mut builder, dir, Path::new(""), skip)?;
+        let file = builder
+            .into_inner()?
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        let len = file.as_file().metadata()?.len();
+        Ok(Archive(Source::File {
+            path: file.into_temp_path(),
+            len,
+        }))
+    }
+
+    /// The size of the tar in bytes.
+    pub fn len(&self) -> u64 {
+        match &self.0 {
+            Source::Memory(bytes) => bytes.len() as u64,
+            Source::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An empty archive: a workspace with nothing to unpack.
+impl Default for Archive {
+    fn default() -> Archive {
+        Archive(Source::Memory(Bytes::new()))
+    }
+}
+
+impl From<Vec<u8>> for Archive {
+    fn from(bytes: Vec<u8>) -> Archive {
+        Archive(Source::Memory(Bytes::from(bytes)))
+    }
+}
+
+/// [`Archive::of_directory`] of all of `dir`, in memory: for tests and small trees.
+pub fn tar_directory(dir: &Path) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    append_children(&mut builder, dir, Path::new(""), skip)?;
+    append_children(&mut builder, dir, Path::new(""), &|_, _| false)?;
     builder.into_inner()
 }
 
-fn append_children(
-    builder: &mut tar::Builder<Vec<u8>>,
+fn append_children<W: io::Write>(
+    builder: &mut tar::Builder<W>,
     root: &Path,
     rel: &Path,
     skip: &dyn Fn(&Path, bool) -> bool,

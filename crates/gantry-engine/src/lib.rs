@@ -31,7 +31,7 @@ pub trait Executor: Send + Sync + 'static {
     fn prepare(
         &self,
         run: &RunLabels,
-        archive: Vec<u8>,
+        archive: gantry_docker::Archive,
     ) -> impl Future<Output = Result<Workspace, gantry_docker::Error>> + Send;
 
     /// Runs one attempt of one stage, streaming its output, until it exits,
@@ -72,7 +72,7 @@ impl Executor for gantry_docker::Docker {
     async fn prepare(
         &self,
         run: &RunLabels,
-        archive: Vec<u8>,
+        archive: gantry_docker::Archive,
     ) -> Result<Workspace, gantry_docker::Error> {
         self.create_workspace(run, archive).await
     }

@@ -33,7 +33,7 @@ pub struct RunPlan {
     pub selection: StageSelection,
     pub max_parallel: usize,
     /// A tar of the source tree, unpacked into the run's workspace.
-    pub archive: Vec<u8>,
+    pub archive: gantry_docker::Archive,
     /// Credentials for `build` stages' `registry:`, by name. Passwords are masked like secrets.
     pub registries: Vec<RegistryAuth>,
     /// Rolls out `deploy` stages.

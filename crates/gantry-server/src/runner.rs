@@ -164,10 +164,14 @@ async fn prepare_and_run(
     let docker = app.docker().await.map_err(|e| e.to_string())?;
     let archive = {
         let dir = workspace.clone();
-        tokio::task::spawn_blocking(move || gantry_docker::tar_directory(&dir))
-            .await
-            .map_err(|e| format!("the archive task failed: {e}"))?
-            .map_err(|e| format!("cannot read the workspace: {e}"))?
+        // Next to the checkout, in the data directory: not in memory, not in a small /tmp.
+        let temp = app.config.server.data_dir.join("workspaces");
+        tokio::task::spawn_blocking(move || {
+            gantry_docker::Archive::of_directory(&dir, &temp, &|_, _| false)
+        })
+        .await
+        .map_err(|e| format!("the archive task failed: {e}"))?
+        .map_err(|e| format!("cannot read the workspace: {e}"))?
     };
     let event: Event = run
         .event

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use gantry_docker::Archive;
 use gantry_engine::{RunLabels, RunPlan, RunStatus, StageSelection};
 use gantry_pipeline::{Event, RunContext};
 use tokio::sync::mpsc;
@@ -242,17 +243,21 @@ async fn cancel_on_signal(cancel: CancellationToken) {
 
 /// The working tree's tar, without what git ignores unless `whole`; and the top-most paths
 /// left out.
-fn pack_tree(tree: &Path, whole: bool) -> std::io::Result<(Vec<u8>, Vec<String>)> {
+fn pack_tree(tree: &Path, whole: bool) -> std::io::Result<(Archive, Vec<String>)> {
+    let temp = std::env::temp_dir();
     let ignores = if whole {
         None
     } else {
         gantry_git::GitIgnores::open(tree)
     };
     let Some(ignores) = ignores else {
-        return Ok((gantry_docker::tar_directory(tree)?, Vec::new()));
+        return Ok((
+            Archive::of_directory(tree, &temp, &|_, _| false)?,
+            Vec::new(),
+        ));
     };
     let left_out = std::cell::RefCell::new(Vec::new());
-    let archive = gantry_docker::tar_directory_filtered(tree, &|path, is_dir| {
+    let archive = Archive::of_directory(tree, &temp, &|path, is_dir| {
         let ignored = ignores.is_ignored(path, is_dir);
         if ignored {
             let slash = if is_dir { "/" } else { "" };

@@ -1,6 +1,6 @@
 //! The workspace volume: the working tree at /workspace, shared by the run's stages.
 
-use gantry_docker::{Termination, tar_directory};
+use gantry_docker::{Archive, Termination};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{TestRun, docker, resources_of, run_stage};
@@ -26,8 +26,14 @@ async fn working_tree_is_at_workspace_and_shared_between_stages() {
         .unwrap();
     }
     std::os::unix::fs::symlink("README", tree.join("LINK")).unwrap();
-    let archive = tar_directory(&tree).unwrap();
+    std::fs::create_dir_all(tree.join("target")).unwrap();
+    std::fs::write(tree.join("target/skipped"), "left out\n").unwrap();
+    // As the server and `gantry run` make it: in a file, streamed to the engine.
+    let temp = tempfile::tempdir().unwrap();
+    let archive =
+        Archive::of_directory(&tree, temp.path(), &|path, _| path.starts_with("target")).unwrap();
     std::fs::remove_dir_all(&tree).unwrap();
+    assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 1);
 
     let workspace = docker.create_workspace(&run.labels, archive).await.unwrap();
     let volumes: Vec<_> = resources_of(run.id())
@@ -40,13 +46,18 @@ async fn working_tree_is_at_workspace_and_shared_between_stages() {
     let first = run.stage(
         &workspace,
         "first",
-        "cat README; cat .git/HEAD; ./src/main.sh; readlink LINK; echo from-first > made-by-first",
+        "cat README; cat .git/HEAD; ./src/main.sh; readlink LINK; ls target 2>/dev/null || echo no-target; echo from-first > made-by-first",
     );
     let finished = run_stage(&docker, &first, CancellationToken::new()).await;
     assert_eq!(finished.termination(), &Termination::Exited(0));
     assert_eq!(
         finished.stdout(),
-        "hello workspace\nref: refs/heads/main\nscript ran\nREADME\n"
+        "hello workspace\nref: refs/heads/main\nscript ran\nREADME\nno-target\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(temp.path()).unwrap().count(),
+        0,
+        "the archive's file is gone once unpacked"
     );
 
     let second = run.stage(&workspace, "second", "cat /workspace/made-by-first");

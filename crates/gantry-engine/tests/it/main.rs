@@ -60,7 +60,7 @@ impl Executor for Fake {
     async fn prepare(
         &self,
         _run: &RunLabels,
-        _archive: Vec<u8>,
+        _archive: gantry_docker::Archive,
     ) -> Result<Workspace, gantry_docker::Error> {
         Ok(Workspace {
             volume: "fake".into(),
@@ -162,7 +162,7 @@ fn plan(yaml: &str) -> RunPlan {
         secrets: Vec::new(),
         selection: StageSelection::All,
         max_parallel: 4,
-        archive: Vec::new(),
+        archive: Vec::new().into(),
         registries: Vec::new(),
         deployer: Arc::new(NoClusters),
         source_url: "https://github.com/demo/app.git".into(),

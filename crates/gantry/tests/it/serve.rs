@@ -248,12 +248,18 @@ fn kill_9_during_a_run_loses_nothing_and_leaves_no_container() {
         !docker_objects("container", "label=gantry.owner").is_empty(),
         "the stage's container outlived the server"
     );
+    // As a crash between packing a working tree and unpacking it would leave it.
+    let stale = dir
+        .path()
+        .join("data/workspaces/gantry-workspace-crashed.tar");
+    std::fs::write(&stale, b"half an archive").expect("a stale archive");
 
     served.spawn();
     let run = served.wait(&interrupted, finished);
     assert_eq!(run["status"], "error", "{run:#}");
     assert_eq!(run["reason"], "interrupted by server restart");
     assert_eq!(run["stages"][0]["status"], "cancelled");
+    assert!(!stale.exists(), "the restart removes archives a crash left");
     for i in 0..3 {
         let id = served.wait_delivery_run(&format!("racing-{i}"));
         let run = served.wait(&id, finished);

@@ -39,7 +39,8 @@ pub struct GitIgnores {
 }
 
 impl GitIgnores {
-    /// The ignore rules for `dir`, or `None` when `dir` is not in a git working tree.
+    /// The ignore rules for `dir`, or `None` when `dir` is not in a git working tree, or in
+    /// a directory that tree ignores.
     pub fn open(dir: &Path) -> Option<GitIgnores> {
         let repo = git2::Repository::discover(dir).ok()?;
         let workdir = repo.workdir()?.canonicalize().ok()?;
@@ -48,6 +49,12 @@ impl GitIgnores {
         let mut prefix = slash_path(&relative)?;
         if !prefix.is_empty() {
             prefix.push('/');
+            // A directory the repository ignores as a whole (a scratch directory, or a project
+            // under a home directory kept in git with `*` ignored) is not part of that
+            // repository's tree: its rules would leave everything out.
+            if repo.is_path_ignored(&prefix).unwrap_or(false) {
+                return None;
+            }
         }
         let tracked = repo
             .index()
@@ -191,6 +198,10 @@ mod tests {
         let sub = GitIgnores::open(&root.join("sub")).expect("a repository");
         assert!(sub.is_ignored(Path::new("local.txt"), false));
         assert!(!sub.is_ignored(Path::new("other.txt"), false));
+
+        // A directory the repository ignores whole gets no rules from it.
+        write("target/scratch/.gantry.yml", "stages: []\n");
+        assert!(GitIgnores::open(&root.join("target/scratch")).is_none());
 
         let outside = tempfile::tempdir().unwrap();
         if git2::Repository::discover(outside.path()).is_err() {

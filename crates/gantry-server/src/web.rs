@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use axum::Json;
 use axum::Router;
@@ -149,15 +151,27 @@ async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     }
 }
 
+#[derive(Clone)]
 struct Session {
     csrf: String,
-    created: Instant,
+    created: DateTime<Utc>,
 }
 
-/// Browser sessions by the SHA-256 of their cookie value.
+impl Session {
+    fn live(&self) -> bool {
+        Utc::now() - self.created < session_ttl()
+    }
+}
+
+fn session_ttl() -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(SESSION_TTL).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// Browser sessions by the SHA-256 of their cookie value. They live in the store, so a restart
+/// (an upgrade) logs nobody out, and the ones in use are cached here.
 #[derive(Default)]
 pub struct Sessions {
-    by_key: Mutex<HashMap<[u8; 32], Session>>,
+    cache: Mutex<HashMap<[u8; 32], Session>>,
 }
 
 fn random_hex() -> Result<String, ApiError> {
@@ -176,40 +190,61 @@ fn key(cookie: &str) -> [u8; 32] {
 }
 
 impl Sessions {
-    fn map(&self) -> MutexGuard<'_, HashMap<[u8; 32], Session>> {
-        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
+    fn cache(&self) -> MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new session: its cookie value and its CSRF token.
-    fn create(&self) -> Result<(String, String), ApiError> {
+    async fn create(&self, store: &gantry_store::Store) -> Result<(String, String), ApiError> {
         let (cookie, csrf) = (random_hex()?, random_hex()?);
-        let mut map = self.map();
-        map.retain(|_, s| s.created.elapsed() < SESSION_TTL);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k)
+        let now = Utc::now();
+        store
+            .create_session(&key(&cookie), &csrf, now, now - session_ttl(), MAX_SESSIONS)
+            .await?;
+        let mut cache = self.cache();
+        cache.retain(|_, s| s.live());
+        if cache.len() >= MAX_SESSIONS
+            && let Some(oldest) = cache.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k)
         {
-            map.remove(&oldest);
+            cache.remove(&oldest);
         }
-        map.insert(
+        cache.insert(
             key(&cookie),
             Session {
                 csrf: csrf.clone(),
-                created: Instant::now(),
+                created: now,
             },
         );
         Ok((cookie, csrf))
     }
 
     /// The CSRF token of the live session with this cookie value.
-    fn csrf(&self, cookie: &str) -> Option<String> {
-        let map = self.map();
-        map.get(&key(cookie))
-            .filter(|s| s.created.elapsed() < SESSION_TTL)
-            .map(|s| s.csrf.clone())
+    async fn csrf(
+        &self,
+        store: &gantry_store::Store,
+        cookie: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let key = key(cookie);
+        let cached = self.cache().get(&key).cloned();
+        let session = match cached {
+            Some(session) => Some(session),
+            None => {
+                let stored = store.session(&key).await?;
+                let session = stored.map(|(csrf, created)| Session { csrf, created });
+                if let Some(session) = session.as_ref().filter(|s| s.live()) {
+                    self.cache().insert(key, session.clone());
+                }
+                session
+            }
+        };
+        Ok(session.filter(Session::live).map(|s| s.csrf))
     }
 
-    fn remove(&self, cookie: &str) {
-        self.map().remove(&key(cookie));
+    async fn remove(&self, store: &gantry_store::Store, cookie: &str) -> Result<(), ApiError> {
+        let key = key(cookie);
+        self.cache().remove(&key);
+        store.delete_session(&key).await?;
+        Ok(())
     }
 }
 
@@ -296,7 +331,7 @@ async fn login(
         tokio::time::sleep(Duration::from_millis(200)).await;
         return Err(ApiError::unauthorized("invalid token"));
     }
-    let (cookie, csrf) = app.sessions.create()?;
+    let (cookie, csrf) = app.sessions.create(&app.store).await?;
     let attributes = format!(
         "{COOKIE_NAME}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_TTL.as_secs(),
@@ -312,8 +347,8 @@ async fn login(
 /// `POST /auth/logout`: ends the session (it needs the CSRF token like any change).
 async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(cookie) = session_cookie(&headers) {
-        check_session_change(&app, &headers, cookie)?;
-        app.sessions.remove(cookie);
+        check_session_change(&app, &headers, cookie).await?;
+        app.sessions.remove(&app.store, cookie).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
@@ -325,9 +360,11 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respo
 
 /// `GET /auth/session`: `{"csrf_token"}` of the browser's session, or 401 when it has none.
 async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let csrf = session_cookie(&headers)
-        .and_then(|cookie| app.sessions.csrf(cookie))
-        .ok_or_else(|| ApiError::unauthorized("not logged in"))?;
+    let csrf = match session_cookie(&headers) {
+        Some(cookie) => app.sessions.csrf(&app.store, cookie).await?,
+        None => None,
+    }
+    .ok_or_else(|| ApiError::unauthorized("not logged in"))?;
     let mut response = Json(json!({ "csrf_token": csrf })).into_response();
     response
         .headers_mut()
@@ -336,10 +373,15 @@ async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
 }
 
 /// A change made with the session cookie: from this server's pages, with the CSRF token.
-fn check_session_change(app: &App, headers: &HeaderMap, cookie: &str) -> Result<(), ApiError> {
+async fn check_session_change(
+    app: &App,
+    headers: &HeaderMap,
+    cookie: &str,
+) -> Result<(), ApiError> {
     let csrf = app
         .sessions
-        .csrf(cookie)
+        .csrf(&app.store, cookie)
+        .await?
         .ok_or_else(|| ApiError::unauthorized("your session has expired; log in again"))?;
     check_origin(headers, true)?;
     let sent = headers
@@ -361,12 +403,15 @@ pub async fn require_auth(State(app): State<Arc<App>>, request: Request, next: N
         && let Some(cookie) = session_cookie(request.headers())
     {
         if matches!(*request.method(), Method::GET | Method::HEAD) {
-            app.sessions
-                .csrf(cookie)
-                .map(|_| ())
-                .ok_or_else(|| ApiError::unauthorized("your session has expired; log in again"))
+            match app.sessions.csrf(&app.store, cookie).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(ApiError::unauthorized(
+                    "your session has expired; log in again",
+                )),
+                Err(e) => Err(e),
+            }
         } else {
-            check_session_change(&app, request.headers(), cookie)
+            check_session_change(&app, request.headers(), cookie).await
         }
     } else {
         crate::auth::check_token(&app, &request)
@@ -433,13 +478,52 @@ mod tests {
         assert_eq!(session_cookie(&headers(&[])), None);
     }
 
-    #[test]
-    fn sessions_expire_and_end() {
+    #[tokio::test]
+    async fn sessions_outlive_their_cache_expire_and_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = gantry_store::Store::open_sqlite(&dir.path().join("db"))
+            .await
+            .unwrap();
+        async fn csrf_of(
+            sessions: &Sessions,
+            store: &gantry_store::Store,
+            cookie: &str,
+        ) -> Result<Option<String>, String> {
+            sessions.csrf(store, cookie).await.map_err(|e| e.message)
+        }
         let sessions = Sessions::default();
-        let (cookie, csrf) = sessions.create().map_err(|e| e.message).unwrap();
-        assert_eq!(sessions.csrf(&cookie), Some(csrf));
-        assert_eq!(sessions.csrf("other"), None);
-        sessions.remove(&cookie);
-        assert_eq!(sessions.csrf(&cookie), None);
+        let (cookie, csrf) = sessions
+            .create(&store)
+            .await
+            .map_err(|e| e.message)
+            .unwrap();
+        assert_eq!(
+            csrf_of(&sessions, &store, &cookie).await,
+            Ok(Some(csrf.clone()))
+        );
+        assert_eq!(csrf_of(&sessions, &store, "other").await, Ok(None));
+
+        // A new process (an empty cache) finds it in the store.
+        let restarted = Sessions::default();
+        assert_eq!(csrf_of(&restarted, &store, &cookie).await, Ok(Some(csrf)));
+
+        // One made longer ago than the TTL is over, stored or not.
+        let old = Utc::now() - session_ttl() - chrono::TimeDelta::seconds(1);
+        store
+            .create_session(&key("stale"), "x", old, old - session_ttl(), MAX_SESSIONS)
+            .await
+            .unwrap();
+        assert_eq!(csrf_of(&restarted, &store, "stale").await, Ok(None));
+
+        sessions
+            .remove(&store, &cookie)
+            .await
+            .map_err(|e| e.message)
+            .unwrap();
+        assert_eq!(csrf_of(&sessions, &store, &cookie).await, Ok(None));
+        assert_eq!(
+            csrf_of(&Sessions::default(), &store, &cookie).await,
+            Ok(None)
+        );
     }
 }

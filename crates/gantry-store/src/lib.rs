@@ -15,6 +15,7 @@ pub mod model;
 mod rows;
 mod runs;
 mod secrets;
+mod sessions;
 mod store;
 
 pub use deploys::{Deployment, NewDeployment};

@@ -9,6 +9,7 @@ mod logs;
 mod open;
 mod runs;
 mod secrets;
+mod sessions;
 mod viewers;
 
 use std::path::PathBuf;

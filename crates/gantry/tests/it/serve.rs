@@ -220,6 +220,69 @@ fn cli_triggers_follows_cancels_and_reruns() {
     served.wait(&rerun_id, finished);
 }
 
+/// A restart (here the harshest, `kill -9`) logs no browser out; a logout outlives it too.
+#[test]
+fn browser_sessions_outlive_a_restart_and_so_do_logouts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let repo = FixtureRepo::new();
+    let mut served = Served::start(dir.path(), &repo.file_url());
+    let base = format!("http://127.0.0.1:{}", served.port);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut login = agent
+        .post(format!("{base}/auth/login"))
+        .send_json(serde_json::json!({ "token": TOKEN }))
+        .expect("login");
+    assert_eq!(login.status().as_u16(), 200);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let csrf = login.body_mut().read_json::<Value>().expect("json")["csrf_token"]
+        .as_str()
+        .expect("a CSRF token")
+        .to_owned();
+    let session = || {
+        let mut answer = agent
+            .get(format!("{base}/auth/session"))
+            .header("Cookie", &cookie)
+            .call()
+            .expect("session");
+        let status = answer.status().as_u16();
+        let body: Value = answer.body_mut().read_json().unwrap_or_default();
+        (status, body["csrf_token"].as_str().map(str::to_owned))
+    };
+    assert_eq!(session(), (200, Some(csrf.clone())));
+
+    served.kill9();
+    served.spawn();
+    assert_eq!(session(), (200, Some(csrf.clone())), "still logged in");
+    let runs = agent
+        .get(format!("{base}/api/v1/runs"))
+        .header("Cookie", &cookie)
+        .call()
+        .expect("runs");
+    assert_eq!(runs.status().as_u16(), 200);
+
+    let logout = agent
+        .post(format!("{base}/auth/logout"))
+        .header("Cookie", &cookie)
+        .header("Origin", &base)
+        .header("X-CSRF-Token", &csrf)
+        .send_empty()
+        .expect("logout");
+    assert_eq!(logout.status().as_u16(), 204);
+    assert_eq!(session().0, 401);
+    served.kill9();
+    served.spawn();
+    assert_eq!(session().0, 401, "still logged out");
+}
+
 #[test]
 fn kill_9_during_a_run_loses_nothing_and_leaves_no_container() {
     if !docker_available() {

@@ -20,26 +20,8 @@ impl Docker {
     /// Removing what is already gone is not an error.
     pub async fn remove_run(&self, run_id: &str) -> Result<()> {
         self.forget_pending_fill(&volume_name(run_id));
-        let filters = label_filter(LABEL_RUN, run_id);
-        let (containers, networks, volumes) = tokio::join!(
-            self.client.list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build()
-            )),
-            self.client.list_networks(Some(
-                ListNetworksOptionsBuilder::new().filters(&filters).build()
-            )),
-            self.client.list_volumes(Some(
-                ListVolumesOptionsBuilder::new().filters(&filters).build()
-            )),
-        );
-        let containers =
-            containers.map_err(|err| self.error("could not list the run's containers", err))?;
-        let networks =
-            networks.map_err(|err| self.error("could not list the run's networks", err))?;
-        let volumes = volumes.map_err(|err| self.error("could not list the run's volumes", err))?;
+        let (containers, networks, volumes) =
+            self.labelled(LABEL_RUN, run_id, "the run's ").await?;
 
         let removals = containers
             .iter()
@@ -59,7 +41,7 @@ impl Docker {
                     _ => Ok(()),
                 }
             });
-        let volume_removals = volumes.volumes.iter().flatten().map(|volume| async move {
+        let volume_removals = volumes.iter().map(|volume| async move {
             let options = RemoveVolumeOptionsBuilder::new().force(true).build();
             match self.client.remove_volume(&volume.name, Some(options)).await {
                 Err(err) if !is_not_found(&err) => {
@@ -100,9 +82,19 @@ impl Docker {
         }
     }
 
-    /// The runs that `owner` has containers, networks or volumes of, one entry per run.
-    pub async fn leftovers(&self, owner: &str) -> Result<Vec<Leftover>> {
-        let filters = label_filter(LABEL_OWNER, owner);
+    /// The containers (running or not), networks and volumes labelled `label=value`; `whose`
+    /// goes before "containers" etc. in errors.
+    async fn labelled(
+        &self,
+        label: &str,
+        value: &str,
+        whose: &str,
+    ) -> Result<(
+        Vec<bollard::models::ContainerSummary>,
+        Vec<bollard::models::Network>,
+        Vec<bollard::models::Volume>,
+    )> {
+        let filters = label_filter(label, value);
         let (containers, networks, volumes) = tokio::join!(
             self.client.list_containers(Some(
                 ListContainersOptionsBuilder::new()
@@ -117,9 +109,20 @@ impl Docker {
                 ListVolumesOptionsBuilder::new().filters(&filters).build()
             )),
         );
-        let containers = containers.map_err(|err| self.error("could not list containers", err))?;
-        let networks = networks.map_err(|err| self.error("could not list networks", err))?;
-        let volumes = volumes.map_err(|err| self.error("could not list volumes", err))?;
+        let listing = |what: &str| format!("could not list {whose}{what}");
+        Ok((
+            containers.map_err(|err| self.error(listing("containers"), err))?,
+            networks.map_err(|err| self.error(listing("networks"), err))?,
+            volumes
+                .map_err(|err| self.error(listing("volumes"), err))?
+                .volumes
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// The runs that `owner` has containers, networks or volumes of, one entry per run.
+    pub async fn leftovers(&self, owner: &str) -> Result<Vec<Leftover>> {
+        let (containers, networks, volumes) = self.labelled(LABEL_OWNER, owner, "").await?;
 
         let mut runs: BTreeMap<String, Option<u32>> = BTreeMap::new();
         let mut add = |labels: Option<&HashMap<String, String>>| {
@@ -135,11 +138,7 @@ impl Docker {
         };
         containers.iter().for_each(|c| add(c.labels.as_ref()));
         networks.iter().for_each(|n| add(n.labels.as_ref()));
-        volumes
-            .volumes
-            .iter()
-            .flatten()
-            .for_each(|v| add(Some(&v.labels)));
+        volumes.iter().for_each(|v| add(Some(&v.labels)));
         Ok(runs
             .into_iter()
             .map(|(run_id, pid)| Leftover { run_id, pid })

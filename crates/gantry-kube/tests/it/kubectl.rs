@@ -3,69 +3,11 @@
 //! These run the real `kubectl` against the emulator. Without kubectl they skip with a note,
 //! except under `CI=true`, where a missing kubectl is a failure.
 
-use std::process::Command;
-
 use gantry_kube::{Outcome, Revision};
-use gantry_testkit::kube::Emulator;
+use gantry_testkit::kube::Kubectl;
 use serde_json::Value;
 
 use crate::support::{self, NAME, NS, Setup, request, setup};
-
-/// Runs kubectl against the emulator; None (after a note) when kubectl is not installed.
-fn kubectl(emulator: &Emulator, args: &[&str]) -> Option<String> {
-    let output = match Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(emulator.kubeconfig_path())
-        .args(args)
-        .output()
-    {
-        Ok(output) => output,
-        Err(err) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping: cannot run kubectl: {err}");
-            return None;
-        }
-        Err(err) => panic!("kubectl is needed under CI=true: {err}"),
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(stdout)
-}
-
-/// `kubectl rollout history` as (revision, change cause) pairs.
-fn kubectl_history(emulator: &Emulator) -> Option<Vec<(i64, Option<String>)>> {
-    let text = kubectl(
-        emulator,
-        &[
-            "rollout",
-            "history",
-            &format!("deployment/{NAME}"),
-            "-n",
-            NS,
-        ],
-    )?;
-    // deployment.apps/backend
-    // REVISION  CHANGE-CAUSE
-    // 1         <none>
-    let rows = text
-        .lines()
-        .skip_while(|line| !line.starts_with("REVISION"))
-        .skip(1)
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let (revision, cause) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-            let cause = cause.trim();
-            (
-                revision.parse().unwrap(),
-                (cause != "<none>").then(|| cause.to_owned()),
-            )
-        })
-        .collect();
-    Some(rows)
-}
 
 fn gantry_history(history: &[Revision]) -> Vec<(i64, Option<String>)> {
     history
@@ -102,19 +44,17 @@ async fn gantry_sends_the_undo_patch_kubectl_sends() {
     }
     // kubectl sends its patch as a server-side dry run: the same request, nothing changes.
     emulator.clear_requests();
-    let Some(said) = kubectl(
-        &emulator,
-        &[
-            "rollout",
-            "undo",
-            &format!("deployment/{NAME}"),
-            "-n",
-            NS,
-            "--dry-run=server",
-        ],
-    ) else {
+    let Some(kubectl) = Kubectl::new(&emulator) else {
         return;
     };
+    let said = kubectl.ok(&[
+        "rollout",
+        "undo",
+        &format!("deployment/{NAME}"),
+        "-n",
+        NS,
+        "--dry-run=server",
+    ]);
     assert!(said.contains("rolled back"), "{said}");
     let theirs = emulator
         .requests()
@@ -162,10 +102,10 @@ async fn kubectl_shows_the_history_gantry_shows() {
     ));
 
     let ours = gantry_history(&cluster.history(NS, NAME).await.unwrap());
-    let Some(theirs) = kubectl_history(&emulator) else {
+    let Some(kubectl) = Kubectl::new(&emulator) else {
         return;
     };
-    assert_eq!(ours, theirs);
+    assert_eq!(ours, kubectl.rollout_history(NS, NAME));
     assert_eq!(
         ours,
         [
@@ -181,19 +121,17 @@ async fn kubectl_agrees_the_rollout_is_complete() {
     let Setup { emulator, cluster } = setup("backend:1").await;
     let (report, _) = support::rollout(&cluster, &request("backend:2")).await;
     assert_eq!(report.unwrap().outcome, Outcome::Complete);
-    let Some(said) = kubectl(
-        &emulator,
-        &[
-            "rollout",
-            "status",
-            &format!("deployment/{NAME}"),
-            "-n",
-            NS,
-            "--watch=false",
-        ],
-    ) else {
+    let Some(kubectl) = Kubectl::new(&emulator) else {
         return;
     };
+    let said = kubectl.ok(&[
+        "rollout",
+        "status",
+        &format!("deployment/{NAME}"),
+        "-n",
+        NS,
+        "--watch=false",
+    ]);
     assert_eq!(
         said.trim(),
         "deployment \"backend\" successfully rolled out"

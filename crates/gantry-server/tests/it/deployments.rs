@@ -2,10 +2,9 @@
 //! leave (`/api/v1/deployments`), the run object's `deploy`, the rollback and history endpoints,
 //! and what they refuse. kubectl checks that the cluster agrees.
 
-use std::process::Command;
 use std::time::Duration;
 
-use gantry_testkit::kube::{Emulator, Resource};
+use gantry_testkit::kube::{Emulator, Kubectl, Resource};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -91,40 +90,16 @@ fn summary(entry: &Value) -> String {
     )
 }
 
-/// `kubectl rollout history` as (revision, change cause); None (after a note) without kubectl.
+/// `kubectl rollout history` as (revision, change cause or `<none>`); None (after a note)
+/// without kubectl.
 fn kubectl_history(emulator: &Emulator) -> Option<Vec<(i64, String)>> {
-    let output = match Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(emulator.kubeconfig_path())
-        .args(["rollout", "history", "deployment/backend", "-n", NS])
-        .output()
-    {
-        Ok(output) => output,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("note: skipping the kubectl check: {e}");
-            return None;
-        }
-        Err(e) => panic!("kubectl is needed under CI=true: {e}"),
-    };
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "kubectl failed: {text}");
-    // deployment.apps/backend
-    // REVISION  CHANGE-CAUSE
-    // 1         <none>
-    let rows = text
-        .lines()
-        .skip_while(|line| !line.starts_with("REVISION"))
-        .skip(1)
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let (revision, cause) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-            (
-                revision.parse().expect("a revision number"),
-                cause.trim().to_owned(),
-            )
-        })
-        .collect();
-    Some(rows)
+    let kubectl = Kubectl::new(emulator)?;
+    let rows = kubectl.rollout_history(NS, NAME);
+    Some(
+        rows.into_iter()
+            .map(|(revision, cause)| (revision, cause.unwrap_or_else(|| "<none>".to_owned())))
+            .collect(),
+    )
 }
 
 /// The API's history as (revision, change cause or `<none>`), like kubectl's.

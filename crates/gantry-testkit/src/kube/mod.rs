@@ -54,6 +54,7 @@
 mod api;
 mod controller;
 mod events;
+mod kubectl;
 mod kubelet;
 mod meta;
 mod patch;
@@ -74,6 +75,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::{Notify, oneshot, watch};
 
+pub use kubectl::Kubectl;
 pub use registry::PatchType;
 pub use resource::Resource;
 

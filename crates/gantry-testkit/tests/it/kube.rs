@@ -2,90 +2,11 @@
 //! list, roll out, pause, patch and undo through the emulator and sees what it would see on a
 //! real cluster, the emulator is faithful enough for gantry-kube's tests.
 
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use expect_test::{Expect, expect};
-use gantry_testkit::kube::{Emulator, Resource};
+use gantry_testkit::kube::{Emulator, Kubectl, Resource};
 use serde_json::{Value, json};
-use tempfile::TempDir;
-
-/// `kubectl` pointed at one emulator, with its own discovery cache.
-pub struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
-    cache: TempDir,
-}
-
-impl Kubectl {
-    /// `None` after a note when kubectl is not installed, except under `CI=true`, where that is
-    /// a failure.
-    pub fn new(emulator: &Emulator) -> Option<Kubectl> {
-        let binary = std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("kubectl"))
-                .find(|p| p.is_file())
-        });
-        let Some(binary) = binary else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "kubectl is not installed, and CI=true: run `cargo xtask provision` (Debian \
-                     package kubernetes-client)"
-                );
-            }
-            eprintln!("note: skipping a kubectl test: kubectl is not installed");
-            return None;
-        };
-        Some(Kubectl {
-            binary,
-            kubeconfig: emulator.kubeconfig_path().to_owned(),
-            cache: tempfile::tempdir().unwrap(),
-        })
-    }
-
-    pub fn output(&self, args: &[&str]) -> Output {
-        std::process::Command::new(&self.binary)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs kubectl, which must succeed, and returns its standard output.
-    #[track_caller]
-    pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.output(args);
-        assert!(
-            output.status.success(),
-            "kubectl {} failed:\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    /// Runs kubectl, which must fail, and returns its standard output and error together.
-    #[track_caller]
-    pub fn fails(&self, args: &[&str]) -> String {
-        let output = self.output(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            !output.status.success(),
-            "kubectl {} succeeded:\n{text}",
-            args.join(" ")
-        );
-        text
-    }
-}
 
 /// A quick cluster: pods are ready after 100 ms.
 fn emulator() -> Emulator {

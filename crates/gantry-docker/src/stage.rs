@@ -161,6 +161,8 @@ impl Docker {
         let starting =
             self.start_stage(spec, network.as_deref(), gated, output, cancel, containers);
         let (filled, started) = tokio::join!(filling, starting);
+        // Unpacked or not, the archive is not this stage's to keep (its file goes once unpacked).
+        drop(fill);
         if let Ok(Some(helper)) = &filled {
             containers.ids.push(helper.clone());
         }

@@ -34,6 +34,36 @@ fn deployed_image(emulator: &Emulator) -> String {
         .to_string()
 }
 
+/// Removes, even when the test fails, the tags the builds left on the engine: they name this
+/// test's throwaway registry (`127.0.0.1:<port>/...`), so each run would add new ones.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let listed = std::process::Command::new("docker")
+            .args([
+                "image",
+                "ls",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "--filter",
+            ])
+            .arg(format!("reference={}/*/*", self.0))
+            .output();
+        let Ok(listed) = listed else { return };
+        let tags: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if !tags.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["image", "rm", "--no-prune"])
+                .args(&tags)
+                .output();
+        }
+    }
+}
+
 fn stage<'a>(run: &'a Value, name: &str) -> &'a Value {
     run["stages"]
         .as_array()
@@ -49,6 +79,7 @@ fn the_example_app_ships_and_a_crashing_version_is_rolled_back() {
     let Some(registry) = Registry::start_or_skip(&[("ci", "example-registry-password")]) else {
         return;
     };
+    let _untag = Untag(registry.address());
     let emulator = Emulator::start();
     emulator.create_namespace("demo");
     let deployment: Value = yaml_serde::from_str(&example_file("k8s/deployment.yaml"))

@@ -140,13 +140,17 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
     let config = gantry_config::load(args.config.as_deref(), &env)
         .map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let docker = gantry_docker::Docker::connect().await?;
-    remove_dead_leftovers(&docker).await;
     let archive = {
         let tree = dir.clone();
         let whole = args.no_gitignore;
-        let (archive, left_out) = tokio::task::spawn_blocking(move || pack_tree(&tree, whole))
-            .await?
-            .with_context(|| format!("cannot read the working tree {}", dir.display()))?;
+        // Packing the tree and sweeping what crashed runs left overlap: one reads files, the
+        // other waits on the engine.
+        let (packed, ()) = tokio::join!(
+            tokio::task::spawn_blocking(move || pack_tree(&tree, whole)),
+            remove_dead_leftovers(&docker)
+        );
+        let (archive, left_out) =
+            packed?.with_context(|| format!("cannot read the working tree {}", dir.display()))?;
         if !left_out.is_empty() {
             eprintln!("{}", left_out_note(&left_out));
         }

@@ -628,14 +628,21 @@ fn the_deployments_page_lists_rollouts_and_rolls_back_after_a_confirmation() {
     assert_eq!(image(&emulator), "backend:1");
     assert_eq!(deployments(&server, "").len(), 2);
 
+    // Clicks "Roll back", says OK, and returns the flash message of `kind` (ok, error).
+    let roll_back = |kind: &str| {
+        browser.click("button.rollback");
+        browser.answer_dialog(true, WAIT);
+        browser.wait_for(
+            &format!("a flash message of kind {kind}"),
+            &format!(
+                "const f = document.querySelector('#flash .flash.{kind}'); return f && f.textContent"
+            ),
+            WAIT,
+        )
+    };
+
     // Accepted: back to revision 4 (backend:2), which runs as revision 6.
-    browser.click("button.rollback");
-    browser.answer_dialog(true, WAIT);
-    let told = browser.wait_for(
-        "the rollback's result",
-        "const f = document.querySelector('#flash .flash.ok'); return f && f.textContent",
-        WAIT,
-    );
+    let told = roll_back("ok");
     assert_eq!(
         told,
         "Rolled shop/backend back to revision 4 (now revision 6)."
@@ -663,13 +670,7 @@ fn the_deployments_page_lists_rollouts_and_rolls_back_after_a_confirmation() {
 
     // The cluster is gone: the page says why and nothing is recorded.
     emulator.set_unreachable(true);
-    browser.click("button.rollback");
-    browser.answer_dialog(true, WAIT);
-    let told = browser.wait_for(
-        "the failure",
-        "const f = document.querySelector('#flash .flash.error'); return f && f.textContent",
-        WAIT,
-    );
+    let told = roll_back("error");
     assert_eq!(
         told,
         format!(

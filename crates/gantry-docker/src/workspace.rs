@@ -245,6 +245,10 @@ enum Source {
     File { path: tempfile::TempPath, len: u64 },
 }
 
+/// An archive file's name: `gantry-workspace-<random>.tar`.
+const FILE_PREFIX: &str = "gantry-workspace-";
+const FILE_SUFFIX: &str = ".tar";
+
 /// How much of an archive file is read at a time while it is sent.
 const CHUNK: usize = 256 * 1024;
 
@@ -263,8 +267,8 @@ impl Archive {
         skip: &dyn Fn(&Path, bool) -> bool,
     ) -> io::Result<Archive> {
         let file = tempfile::Builder::new()
-            .prefix("gantry-workspace-")
-            .suffix(".tar")
+            .prefix(FILE_PREFIX)
+            .suffix(FILE_SUFFIX)
             .tempfile_in(temp_dir)?;
         let mut builder = tar::Builder::new(io::BufWriter::with_capacity(CHUNK, file));
         append_children(&mut builder, dir, Path::new(""), skip)?;
@@ -277,6 +281,23 @@ impl Archive {
             path: file.into_temp_path(),
             len,
         }))
+    }
+
+    /// Deletes the archive files in `temp_dir` that a crash left before their upload; the
+    /// number deleted. Only for a directory no live [`Archive`] uses.
+    pub fn remove_leftovers(temp_dir: &Path) -> usize {
+        let Ok(entries) = fs::read_dir(temp_dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(FILE_PREFIX) && name.ends_with(FILE_SUFFIX)
+            })
+            .filter(|entry| fs::remove_file(entry.path()).is_ok())
+            .count()
     }
 
     /// The size of the tar in bytes.

@@ -13,10 +13,12 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use gantry_config::{Config, Project, Secret, ServerConfig};
-use gantry_store::{LogLine, NewRun, RunStatus, StageRecord, StageStatus, Store};
 use gantry_testkit::FixtureRepo;
 use gantry_testkit::webdriver::Browser;
 use serde_json::{Value, json};
+
+#[path = "../tests/common/huge_log.rs"]
+mod huge_log;
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
@@ -272,37 +274,12 @@ fn huge_log(server: &Server, browser: &Browser) -> Result<()> {
 }
 
 fn fill_huge_run(server: &Server) -> Result<i64> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let store = Store::open_sqlite(&server.data.path().join("gantry.db")).await?;
-        let run = store
-            .create_run(NewRun {
-                project: "bench/app".into(),
-                event: "push".into(),
-                branch: Some("main".into()),
-                tag: None,
-                commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
-                commit_message: Some("a million lines".into()),
-                delivery_id: None,
-                rerun_of: None,
-            })
-            .await?;
-        store.finish_run(run.id, RunStatus::Success, None).await?;
-        let now = chrono::Utc::now();
-        let stage = StageRecord {
-            position: 0,
-            name: "big".into(),
-            status: StageStatus::Success,
-            attempt: 1,
-            exit_code: Some(0),
-            reason: None,
-            started_at: Some(now),
-            finished_at: Some(now),
-        };
-        store.upsert_stage(run.id, &stage).await?;
-        let mut batch = Vec::with_capacity(10_000);
-        for seq in 1..=HUGE_LINES {
-            let text = if seq % 10 == 0 {
+    huge_log::fill_huge_run(
+        &server.data.path().join("gantry.db"),
+        "bench/app",
+        HUGE_LINES,
+        |seq| {
+            if seq % 10 == 0 {
                 format!(
                     "\x1b[32m[ok]\x1b[0m step {seq}: compiled module_{seq} in \x1b[1m{}ms\x1b[0m",
                     seq % 977
@@ -312,22 +289,9 @@ fn fill_huge_run(server: &Server) -> Result<i64> {
                     "step {seq}: compiling module_{seq} (crate {} of many) ...",
                     seq % 311
                 )
-            };
-            batch.push(LogLine {
-                seq,
-                stream: "stdout".into(),
-                at: now,
-                text,
-            });
-            if batch.len() == 10_000 {
-                store.append_logs(run.id, "big", &batch).await?;
-                batch.clear();
             }
-        }
-        store.append_logs(run.id, "big", &batch).await?;
-        store.close().await;
-        Ok(run.id)
-    })
+        },
+    )
 }
 
 fn latency(server: &Server, browser: &Browser) -> Result<()> {

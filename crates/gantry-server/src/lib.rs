@@ -285,15 +285,7 @@ async fn recover(app: &Arc<App>) -> Result<(), Error> {
         let _ = std::fs::remove_dir_all(app.workspace_path(run.id));
     }
     // Archives of working trees that a crash left before their upload.
-    if let Ok(entries) = std::fs::read_dir(app.data_dir().join("workspaces")) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("gantry-workspace-") && name.ends_with(".tar") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    gantry_docker::Archive::remove_leftovers(&app.archives_dir());
     match app.docker().await {
         Ok(docker) => match docker.leftovers(&app.owner).await {
             Ok(leftovers) => {

@@ -164,8 +164,7 @@ async fn prepare_and_run(
     let docker = app.docker().await.map_err(|e| e.to_string())?;
     let archive = {
         let dir = workspace.clone();
-        // Next to the checkout, in the data directory: not in memory, not in a small /tmp.
-        let temp = app.config.server.data_dir.join("workspaces");
+        let temp = app.archives_dir();
         tokio::task::spawn_blocking(move || {
             gantry_docker::Archive::of_directory(&dir, &temp, &|_, _| false)
         })

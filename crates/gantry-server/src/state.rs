@@ -90,6 +90,12 @@ impl App {
             .join(format!("{}.git", project.replace('/', "__")))
     }
 
+    /// Where a run's working tree is packed before it goes to Docker: next to the checkouts, in
+    /// the data directory (not in memory, not in a small /tmp).
+    pub fn archives_dir(&self) -> PathBuf {
+        self.data_dir().join("workspaces")
+    }
+
     pub fn workspace_path(&self, run_id: i64) -> PathBuf {
         self.data_dir().join("workspaces").join(run_id.to_string())
     }

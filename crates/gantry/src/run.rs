@@ -248,21 +248,16 @@ async fn cancel_on_signal(cancel: CancellationToken) {
 /// The working tree's tar, without what git ignores unless `whole`; and the top-most paths
 /// left out.
 fn pack_tree(tree: &Path, whole: bool) -> std::io::Result<(Archive, Vec<String>)> {
-    let temp = std::env::temp_dir();
     let ignores = if whole {
         None
     } else {
         gantry_git::GitIgnores::open(tree)
     };
-    let Some(ignores) = ignores else {
-        return Ok((
-            Archive::of_directory(tree, &temp, &|_, _| false)?,
-            Vec::new(),
-        ));
-    };
     let left_out = std::cell::RefCell::new(Vec::new());
-    let archive = Archive::of_directory(tree, &temp, &|path, is_dir| {
-        let ignored = ignores.is_ignored(path, is_dir);
+    let archive = Archive::of_directory(tree, &std::env::temp_dir(), &|path, is_dir| {
+        let ignored = ignores
+            .as_ref()
+            .is_some_and(|ignores| ignores.is_ignored(path, is_dir));
         if ignored {
             let slash = if is_dir { "/" } else { "" };
             left_out

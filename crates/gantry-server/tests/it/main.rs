@@ -5,6 +5,8 @@ mod api;
 mod deploy;
 mod deployments;
 mod events;
+#[path = "../common/huge_log.rs"]
+mod huge_log;
 mod metrics;
 mod secrets;
 mod support;

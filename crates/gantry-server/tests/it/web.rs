@@ -509,70 +509,17 @@ fn a_huge_log_opens_at_once_jumps_to_its_end_permalinks_and_searches() {
 
 /// A finished run with one stage of `lines` lines, written straight into the server's database.
 fn fill_huge_run(server: &TestServer, lines: i64) -> i64 {
-    use gantry_store::{LogLine, NewRun, RunStatus, StageRecord, StageStatus, Store};
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let store = Store::open_sqlite(&server.data.path().join("gantry.db"))
-            .await
-            .expect("store");
-        let run = store
-            .create_run(NewRun {
-                project: "demo/app".into(),
-                event: "push".into(),
-                branch: Some("main".into()),
-                tag: None,
-                commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
-                commit_message: Some("a very talkative build".into()),
-                delivery_id: None,
-                rerun_of: None,
-            })
-            .await
-            .expect("run");
-        // Finished at once, so the server's runner never takes it for a queued run.
-        store
-            .finish_run(run.id, RunStatus::Success, None)
-            .await
-            .expect("finish");
-        let now = chrono::Utc::now();
-        let stage = StageRecord {
-            position: 0,
-            name: "big".into(),
-            status: StageStatus::Success,
-            attempt: 1,
-            exit_code: Some(0),
-            reason: None,
-            started_at: Some(now),
-            finished_at: Some(now),
-        };
-        store.upsert_stage(run.id, &stage).await.expect("stage");
-        let mut batch = Vec::with_capacity(10_000);
-        for seq in 1..=lines {
-            let text = match seq {
-                234_567 => "needle-in-the-haystack".to_string(),
-                s if s % 1000 == 0 => format!("\x1b[32mline {s} of the big log\x1b[0m"),
-                s => format!("line {s} of the big log"),
-            };
-            batch.push(LogLine {
-                seq,
-                stream: "stdout".into(),
-                at: now,
-                text,
-            });
-            if batch.len() == 10_000 {
-                store
-                    .append_logs(run.id, "big", &batch)
-                    .await
-                    .expect("lines");
-                batch.clear();
-            }
-        }
-        store
-            .append_logs(run.id, "big", &batch)
-            .await
-            .expect("lines");
-        store.close().await;
-        run.id
-    })
+    crate::huge_log::fill_huge_run(
+        &server.data.path().join("gantry.db"),
+        "demo/app",
+        lines,
+        |seq| match seq {
+            234_567 => "needle-in-the-haystack".to_string(),
+            s if s % 1000 == 0 => format!("\x1b[32mline {s} of the big log\x1b[0m"),
+            s => format!("line {s} of the big log"),
+        },
+    )
+    .expect("the huge run")
 }
 
 /// The Deployments page: the history, one "Roll back" per Deployment (on its newest entry),

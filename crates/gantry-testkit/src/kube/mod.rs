@@ -364,15 +364,15 @@ impl Emulator {
     pub fn set_unreachable(&self, unreachable: bool) {
         self.shared.reachable.send_replace(!unreachable);
         // The emulator's thread closes or reopens the port: wait until it has.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(self.shared.addr).is_ok() == unreachable {
-            assert!(
-                Instant::now() < deadline,
-                "the emulator's port did not {} within 5 s",
-                if unreachable { "close" } else { "reopen" }
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let applied = self.wait_for(Duration::from_secs(5), |emulator| {
+            let open = std::net::TcpStream::connect(emulator.shared.addr).is_ok();
+            (open != unreachable).then_some(())
+        });
+        assert!(
+            applied.is_some(),
+            "the emulator's port did not {} within 5 s",
+            if unreachable { "close" } else { "reopen" }
+        );
     }
 
     /// The stored object, as a GET would return it.

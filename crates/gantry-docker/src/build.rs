@@ -74,6 +74,19 @@ pub struct BuiltImage {
 /// Instructions longer than this are shortened in error messages.
 const STEP_TEXT_LIMIT: usize = 80;
 
+/// How often a build is tried when the engine loses an image during its cache lookup.
+const BUILD_TRIES: u32 = 3;
+
+/// Whether a failed step is the classic builder's cache-lookup race rather than the
+/// Dockerfile's fault: the engine lists the parent image's children, then reads each one, and a
+/// child removed in between (`docker image rm`, a `prune` cron job, another CI on the same
+/// engine) fails the step with `unable to find image "sha256:…"`. Reproduced with the docker CLI
+/// alone (a build beside a loop building and removing a sibling image failed 2 builds in 80); the
+/// same build succeeds when tried again. A missing `FROM` image is reported by name, not by id.
+fn lost_cached_image(message: &str) -> bool {
+    message.starts_with("unable to find image \"sha256:")
+}
+
 impl Docker {
     /// Builds `spec`'s image from its context in the workspace and tags it with every
     /// reference. The builder's output goes to `output` (its own lines as stdout, Gantry's and
@@ -138,10 +151,29 @@ impl Docker {
         if let Some(target) = &spec.target {
             options = options.target(target);
         }
-        let building = self.run_build(options.build(), prepared.archive, output);
-        let id = cancellable(cancel, building)
-            .await
-            .ok_or_else(cancelled)??;
+        let options = options.build();
+        let archive = bytes::Bytes::from(prepared.archive);
+        let mut tries = 1;
+        let id = loop {
+            let building = self.run_build(options.clone(), archive.clone(), output);
+            match cancellable(cancel, building).await.ok_or_else(cancelled)? {
+                Err(Error::Build { message, .. })
+                    if tries < BUILD_TRIES && lost_cached_image(&message) =>
+                {
+                    tries += 1;
+                    send_line(
+                        output,
+                        format!(
+                            "the engine lost an image while looking up its build cache \
+                             ({message}): an image removal on this engine ran beside the \
+                             build; building again (try {tries} of {BUILD_TRIES})"
+                        ),
+                    )
+                    .await;
+                }
+                result => break result?,
+            }
+        };
         let id = match id {
             Some(id) => id,
             // The classic builder reports the id in an `aux` message; ask if it did not.
@@ -242,10 +274,10 @@ impl Docker {
     async fn run_build(
         &self,
         options: bollard::query_parameters::BuildImageOptions,
-        archive: Vec<u8>,
+        archive: bytes::Bytes,
         output: &mpsc::Sender<Output>,
     ) -> Result<Option<String>> {
-        let body = bollard::body_full(archive.into());
+        let body = bollard::body_full(archive);
         let mut events = self.client.build_image(options, None, Some(body));
         let mut steps = StepTracker::default();
         let mut id = None;
@@ -918,6 +950,23 @@ mod tests {
             split_reference("127.0.0.1:5000/pet/app"),
             ("127.0.0.1:5000/pet/app", "latest")
         );
+    }
+
+    #[test]
+    fn only_the_cache_lookup_race_is_tried_again() {
+        assert!(lost_cached_image(
+            r#"unable to find image "sha256:92c514c6d2caa23c8301561198eef5637bfb3d24ce7550cfab99ec9015a61b34""#
+        ));
+        // The Dockerfile's own faults fail the build at once.
+        assert!(!lost_cached_image(
+            "pull access denied for nosuch/image, repository does not exist"
+        ));
+        assert!(!lost_cached_image(
+            r#"unable to find image "local/nosuch:latest" locally"#
+        ));
+        assert!(!lost_cached_image(
+            "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
+        ));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Image builds: the context comes from the workspace volume, `.dockerignore` is honoured,
 //! build args, targets and labels reach the image, and a failing step is named.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use gantry_docker::{BuildSpec, BuiltImage, Docker, Error, Output, Result, Termination, Workspace};
 use tokio::sync::mpsc;
@@ -44,11 +47,22 @@ pub fn collect_output() -> (mpsc::Sender<Output>, tokio::task::JoinHandle<String
     (sender, collector)
 }
 
+/// Removing an image while the engine builds on its parent can fail that build: the classic
+/// builder's cache probe lists the parent's children and then reads each one, and a child removed
+/// in between fails the step with `unable to find image "sha256:…"` (seen once in CI, when one
+/// test's cleanup ran beside another test's `COPY`). The tests of this binary build on the same
+/// base images, so builds hold this lock shared and removals hold it alone. Gantry itself removes
+/// no images.
+pub static IMAGES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 pub async fn build(docker: &Docker, spec: &BuildSpec) -> Logged<BuiltImage> {
     let (sender, collector) = collect_output();
-    let result = docker
-        .build_image(spec, sender, CancellationToken::new())
-        .await;
+    let result = {
+        let _building = IMAGES.read().await;
+        docker
+            .build_image(spec, sender, CancellationToken::new())
+            .await
+    };
     let log = collector.await.unwrap();
     Logged { result, log }
 }
@@ -79,11 +93,9 @@ impl Drop for RemoveImages {
                 .unwrap();
             runtime.block_on(async {
                 let client = raw_client().await;
+                let _removing = IMAGES.write().await;
                 for reference in references {
-                    let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
-                        .force(true)
-                        .build();
-                    let _ = client.remove_image(&reference, Some(options), None).await;
+                    remove_image(&client, &reference).await;
                 }
             });
         });
@@ -373,7 +385,10 @@ async fn cancelling_stops_the_build_promptly() {
         let docker = docker.clone();
         let spec = spec.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move { docker.build_image(&spec, sender, cancel).await })
+        tokio::spawn(async move {
+            let _building = IMAGES.read().await;
+            docker.build_image(&spec, sender, cancel).await
+        })
     };
     let mut log = String::new();
     while let Some(output) = receiver.recv().await {
@@ -421,4 +436,95 @@ async fn cancelling_stops_the_build_promptly() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// An image that is a child of `local/busybox` and differs from its siblings by a label, built
+/// straight through the engine's API (no workspace, no container): what another CI job or a
+/// developer on the same engine would leave or remove.
+async fn sibling_image(client: &bollard::Docker, tag: &str, n: usize) -> String {
+    let mut context = tar::Builder::new(Vec::new());
+    let dockerfile = b"FROM local/busybox\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    context
+        .append_data(&mut header, "Dockerfile", &dockerfile[..])
+        .unwrap();
+    let context = context.into_inner().unwrap();
+    let reference = format!("{tag}:{n}");
+    let options = bollard::query_parameters::BuildImageOptionsBuilder::new()
+        .t(&reference)
+        .labels(&HashMap::from([("gantry.test.sibling", n.to_string())]))
+        .build();
+    let mut events = client.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(event) = events.next().await {
+        event.unwrap_or_else(|err| panic!("building {reference}: {err}"));
+    }
+    reference
+}
+
+async fn remove_image(client: &bollard::Docker, reference: &str) {
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+        .force(true)
+        .build();
+    let _ = client.remove_image(reference, Some(options), None).await;
+}
+
+/// The engine's cache-lookup race (see `IMAGES`), provoked on purpose: while one build runs again
+/// and again, a second task builds and removes sibling images of the same base without taking
+/// the lock. The engine reads every child of the base image in each lookup, so a crowd of
+/// children widens the window; with them, a build without the second try failed in most runs.
+/// Gantry's builds try again, succeed, and say so in their log.
+#[tokio::test]
+async fn removing_sibling_images_mid_build_does_not_fail_the_build() {
+    const BUILDS: usize = 40;
+    const CROWD: usize = 150;
+    let Some(docker) = docker().await else { return };
+    let run = TestRun::new(&docker, "build-race");
+    let workspace = run
+        .workspace(&[
+            ("Dockerfile", "FROM local/busybox\nCOPY . /ctx/\n"),
+            ("app.txt", "the build under test\n"),
+        ])
+        .await;
+    let spec = build_spec(&run, &workspace, &image_name(&run));
+    let client = raw_client().await;
+    let tag = format!("{}-sibling", image_name(&run));
+    let mut crowd = Vec::new();
+    for n in 0..CROWD {
+        crowd.push(sibling_image(&client, &tag, n).await);
+    }
+    let _cleanup = RemoveImages(
+        crowd
+            .into_iter()
+            .chain([format!("{}:latest", image_name(&run))])
+            .collect(),
+    );
+
+    let stop = CancellationToken::new();
+    let remover = {
+        let stop = stop.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut removed = 0;
+            while !stop.is_cancelled() {
+                let reference = sibling_image(&client, &tag, CROWD + removed).await;
+                remove_image(&client, &reference).await;
+                removed += 1;
+            }
+            removed
+        })
+    };
+
+    let mut again = 0;
+    for _ in 0..BUILDS {
+        let built = build(&docker, &spec).await;
+        let log = built.log;
+        built.result.unwrap_or_else(|err| panic!("{err}\n{log}"));
+        again += log.matches("building again").count();
+    }
+    stop.cancel();
+    let removed = remover.await.unwrap();
+    assert!(removed > 0, "no sibling image was built and removed");
+    eprintln!("{BUILDS} builds beside {removed} sibling removals; {again} tried again");
 }

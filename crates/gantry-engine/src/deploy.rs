@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use gantry_pipeline::FailFast;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +22,8 @@ pub struct DeployRequest {
     pub change_cause: String,
     pub timeout: Duration,
     pub auto_rollback: bool,
+    /// The stage's `fail_fast`; what it leaves out keeps the deployer's thresholds.
+    pub fail_fast: FailFast,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +88,29 @@ impl Deployer for NoClusters {
 pub struct KubeDeployer {
     /// Named clusters; a request without a cluster uses the default kubeconfig.
     pub clusters: Vec<gantry_kube::ClusterConfig>,
+    /// For what a stage's `fail_fast` leaves out.
     pub thresholds: gantry_kube::Thresholds,
+}
+
+/// `defaults`, with what `fail_fast` says in their place.
+pub fn thresholds(
+    defaults: &gantry_kube::Thresholds,
+    fail_fast: &FailFast,
+) -> gantry_kube::Thresholds {
+    let FailFast {
+        crash_loop_restarts,
+        image_pull_grace,
+        config_error_grace,
+        unschedulable_grace,
+    } = *fail_fast;
+    gantry_kube::Thresholds {
+        crash_loop_restarts: crash_loop_restarts
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(defaults.crash_loop_restarts),
+        image_pull_grace: image_pull_grace.unwrap_or(defaults.image_pull_grace),
+        config_error_grace: config_error_grace.unwrap_or(defaults.config_error_grace),
+        unschedulable_grace: unschedulable_grace.unwrap_or(defaults.unschedulable_grace),
+    }
 }
 
 impl KubeDeployer {
@@ -124,7 +149,7 @@ impl Deployer for KubeDeployer {
                 change_cause: request.change_cause.clone(),
                 timeout: request.timeout,
                 auto_rollback: request.auto_rollback,
-                thresholds: self.thresholds.clone(),
+                thresholds: thresholds(&self.thresholds, &request.fail_fast),
             };
             let report = cluster
                 .rollout(&rollout, progress, cancel)
@@ -150,5 +175,32 @@ impl Deployer for KubeDeployer {
                 revision_after: report.revision_after,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_fast_replaces_only_what_it_names() {
+        let defaults = gantry_kube::Thresholds::default();
+        assert_eq!(thresholds(&defaults, &FailFast::default()), defaults);
+        let merged = thresholds(
+            &defaults,
+            &FailFast {
+                crash_loop_restarts: Some(3),
+                unschedulable_grace: Some(Duration::from_secs(180)),
+                ..FailFast::default()
+            },
+        );
+        assert_eq!(
+            merged,
+            gantry_kube::Thresholds {
+                crash_loop_restarts: 3,
+                unschedulable_grace: Duration::from_secs(180),
+                ..defaults
+            }
+        );
     }
 }

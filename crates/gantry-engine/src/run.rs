@@ -710,6 +710,7 @@ fn prepare_work<E>(shared: &Shared<E>, index: usize) -> Result<Work, String> {
                 ),
                 timeout: deploy.timeout,
                 auto_rollback: deploy.rollback == Rollback::Auto,
+                fail_fast: deploy.fail_fast,
             }))
         }
         _ => stage_spec(shared, index, &outputs).map(Work::Commands),

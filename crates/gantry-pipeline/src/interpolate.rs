@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::model::{BuildSpec, DeploySpec, Pipeline, Rollback, RunContext, Stage, StageKind};
+use crate::model::{
+    BuildSpec, DeploySpec, FailFast, Pipeline, Rollback, RunContext, Stage, StageKind,
+};
 use crate::names::{TAG_RULE, check_repository, check_tag};
 
 /// A piece of a template.
@@ -213,6 +215,7 @@ pub struct ResolvedDeploy {
     pub image: String,
     pub timeout: Duration,
     pub rollback: Rollback,
+    pub fail_fast: FailFast,
 }
 
 /// An environment under construction: later values replace earlier ones.
@@ -437,6 +440,7 @@ pub fn resolve_deploy(
         image,
         timeout,
         rollback,
+        fail_fast,
     } = spec;
     let image = interpolate(image, &|var| lookup(&env, outputs, var))
         .map_err(|err| format!("stage '{name}': deploy.image: {err}"))?;
@@ -453,5 +457,6 @@ pub fn resolve_deploy(
         image,
         timeout: *timeout,
         rollback: *rollback,
+        fail_fast: *fail_fast,
     })
 }

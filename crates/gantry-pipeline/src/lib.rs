@@ -55,8 +55,8 @@ pub use interpolate::{
     resolve_build, resolve_deploy, resolve_stage, resolve_stage_with,
 };
 pub use model::{
-    BuildSpec, DeploySpec, Event, Patterns, Pipeline, PullPolicy, Rollback, RunContext, Service,
-    Stage, StageKind, Trigger, Triggers, When,
+    BuildSpec, DeploySpec, Event, FailFast, Patterns, Pipeline, PullPolicy, Rollback, RunContext,
+    Service, Stage, StageKind, Trigger, Triggers, When,
 };
 pub use parse::parse;
 pub use script::render_script;

@@ -122,6 +122,28 @@ pub struct DeploySpec {
     /// How long the rollout may take to complete; 5 minutes unless given.
     pub timeout: Duration,
     pub rollback: Rollback,
+    /// When the new pods' state fails the rollout before `timeout`.
+    pub fail_fast: FailFast,
+}
+
+/// `fail_fast:` of a `deploy` stage: how much of each pod failure the rollout tolerates before
+/// it fails (and, with `rollback: auto`, is undone). `None` keeps the runner's default, so the
+/// defaults live in one place (gantry-kube's `Thresholds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailFast {
+    /// Restarts of a container in `CrashLoopBackOff` that fail the rollout.
+    pub crash_loop_restarts: Option<u32>,
+    /// How long a container may stay in `ErrImagePull`/`ImagePullBackOff`.
+    pub image_pull_grace: Option<Duration>,
+    /// How long a container may stay in `CreateContainerConfigError`.
+    pub config_error_grace: Option<Duration>,
+    /// How long a pod may stay unschedulable.
+    pub unschedulable_grace: Option<Duration>,
+}
+
+impl FailFast {
+    /// The most restarts `crash_loop_restarts` may ask for.
+    pub const MAX_CRASH_LOOP_RESTARTS: u32 = 100;
 }
 
 impl DeploySpec {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::diagnostic::{Diagnostic, Diagnostics, Span};
 use crate::interpolate::{OUTPUT_KEYS, Piece, is_var_name, pieces, stage_output};
 use crate::model::{
-    BuildSpec, DeploySpec, Event, Patterns, Pipeline, PullPolicy, Rollback, RunContext, Service,
-    Stage, StageKind, Trigger, Triggers, When, compile,
+    BuildSpec, DeploySpec, Event, FailFast, Patterns, Pipeline, PullPolicy, Rollback, RunContext,
+    Service, Stage, StageKind, Trigger, Triggers, When, compile,
 };
 use crate::names::{
     DNS_LABEL_RULE, DNS_SUBDOMAIN_RULE, TAG_RULE, check_dns_label, check_dns_subdomain,
@@ -65,6 +65,13 @@ const DEPLOY_KEYS: &[&str] = &[
     "image",
     "timeout",
     "rollback",
+    "fail_fast",
+];
+const FAIL_FAST_KEYS: &[&str] = &[
+    "crash_loop_restarts",
+    "image_pull_grace",
+    "config_error_grace",
+    "unschedulable_grace",
 ];
 const SERVICE_KEYS: &[&str] = &["name", "image", "env", "commands"];
 const WHEN_KEYS: &[&str] = &["branch", "tag", "event"];
@@ -1110,6 +1117,7 @@ impl<'a> Validator<'a> {
             image: String::new(),
             timeout: DeploySpec::DEFAULT_TIMEOUT,
             rollback: Rollback::default(),
+            fail_fast: FailFast::default(),
         };
         let sub_ctx = format!(" in `deploy` of {label}");
         let expected = "a mapping with the `deployment` and the `image` to roll out";
@@ -1177,7 +1185,68 @@ impl<'a> Validator<'a> {
         if let Some(field) = fields.get("rollback") {
             spec.rollback = self.rollback(field, sub_ctx);
         }
+        if let Some(field) = fields.get("fail_fast") {
+            spec.fail_fast = self.fail_fast(field, sub_ctx);
+        }
         spec
+    }
+
+    /// `fail_fast:` of a `deploy`, each key optional.
+    fn fail_fast(&mut self, field: Field, ctx: &str) -> FailFast {
+        let mut fail_fast = FailFast::default();
+        let sub_ctx = format!(" in `fail_fast`{ctx}");
+        let expected = "a mapping of `crash_loop_restarts` and the `*_grace` durations";
+        let Some(fields) = self.mapping(field, Some(FAIL_FAST_KEYS), ctx, &sub_ctx, expected)
+        else {
+            return fail_fast;
+        };
+        if let Some(field) = fields.get("crash_loop_restarts") {
+            let max = FailFast::MAX_CRASH_LOOP_RESTARTS;
+            let expected = format!("a whole number from 1 to {max}");
+            if let Some(scalar) = self.scalar(field, &sub_ctx, &expected) {
+                match scalar.text.parse::<u32>() {
+                    Ok(restarts) if (1..=max).contains(&restarts) => {
+                        fail_fast.crash_loop_restarts = Some(restarts);
+                    }
+                    Ok(0) => self.error(
+                        field.value.span,
+                        format!("`crash_loop_restarts`{sub_ctx} must be at least 1"),
+                        Some("a container is in CrashLoopBackOff only after it crashed and was restarted: 1 fails the rollout on the first crash"),
+                    ),
+                    _ => self.type_error(field, &sub_ctx, &expected, None),
+                }
+            }
+        }
+        fail_fast.image_pull_grace = fields
+            .get("image_pull_grace")
+            .and_then(|field| self.grace(field, &sub_ctx));
+        fail_fast.config_error_grace = fields
+            .get("config_error_grace")
+            .and_then(|field| self.grace(field, &sub_ctx));
+        fail_fast.unschedulable_grace = fields
+            .get("unschedulable_grace")
+            .and_then(|field| self.grace(field, &sub_ctx));
+        fail_fast
+    }
+
+    /// A duration that may be zero (`0s`: no grace at all).
+    fn grace(&mut self, field: Field, ctx: &str) -> Option<Duration> {
+        let expected = "a duration like `0s`, `30s` or `5m`";
+        let text = &self.scalar(field, ctx, expected)?.text;
+        match parse_duration(text) {
+            Ok(duration) => Some(duration),
+            Err(reason) => {
+                self.type_error(
+                    field,
+                    ctx,
+                    expected,
+                    Some(format!(
+                        "{reason}: write a number and a unit (ms, s, m, h, d)"
+                    )),
+                );
+                None
+            }
+        }
     }
 
     fn rollback(&mut self, field: Field, ctx: &str) -> Rollback {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use expect_test::{Expect, expect};
 use gantry_pipeline::{
-    BuildSpec, DeploySpec, Event, Pipeline, ResolvedBuild, ResolvedDeploy, Rollback, RunContext,
-    StageKind, StageOutputs, interpolate, resolve_build, resolve_deploy, resolve_stage,
+    BuildSpec, DeploySpec, Event, FailFast, Pipeline, ResolvedBuild, ResolvedDeploy, Rollback,
+    RunContext, StageKind, StageOutputs, interpolate, resolve_build, resolve_deploy, resolve_stage,
     resolve_stage_with,
 };
 
@@ -87,6 +87,7 @@ const FILE: &str = r#"
           image: ${stages.image.digest}
           timeout: 90s
           rollback: never
+          fail_fast: { crash_loop_restarts: 3, unschedulable_grace: 3m, image_pull_grace: 0s }
         env:
           NOTE: "${stages.image.image} from ${stages.base.image}"
       - name: minimal
@@ -126,6 +127,7 @@ fn the_model_keeps_raw_values_and_fills_in_defaults() {
             image: "app:${GANTRY_SHORT_SHA}".to_owned(),
             timeout: Duration::from_secs(300),
             rollback: Rollback::Auto,
+            fail_fast: FailFast::default(),
         })
     );
 }
@@ -219,6 +221,12 @@ fn resolve_deploy_interpolates_the_image() {
             image: "registry.local/pet/backend@sha256:bbb".to_owned(),
             timeout: Duration::from_secs(90),
             rollback: Rollback::Never,
+            fail_fast: FailFast {
+                crash_loop_restarts: Some(3),
+                image_pull_grace: Some(Duration::ZERO),
+                config_error_grace: None,
+                unschedulable_grace: Some(Duration::from_secs(180)),
+            },
         })
     );
     let minimal = resolve_deploy(&file(), 4, &ctx("main"), &[], &outputs());

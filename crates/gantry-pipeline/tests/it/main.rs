@@ -13,7 +13,7 @@ mod validation;
 
 use std::fmt::Write;
 
-use gantry_pipeline::{Pipeline, StageKind, When};
+use gantry_pipeline::{FailFast, Pipeline, StageKind, When};
 
 /// Removes the indentation common to all non-blank lines and the first
 /// line break, so YAML can be written indented inside a test.
@@ -104,6 +104,9 @@ fn summary(pipeline: &Pipeline) -> String {
                     "    timeout={:?} rollback={}",
                     deploy.timeout, deploy.rollback
                 );
+                if deploy.fail_fast != FailFast::default() {
+                    let _ = writeln!(out, "    {:?}", deploy.fail_fast);
+                }
             }
             other => {
                 let _ = writeln!(out, "  {other:?}");

@@ -201,6 +201,48 @@ fn a_crashing_image_is_rolled_back_and_both_are_recorded() {
     assert!(history.iter().all(|e| e["run_id"] == run["id"]));
 }
 
+/// The restart count in a reason like `... CrashLoopBackOff (exit code 1), restarted 4 times`.
+fn restarts_in(reason: &str) -> u32 {
+    let (_, after) = reason
+        .rsplit_once("restarted ")
+        .unwrap_or_else(|| panic!("no restart count in {reason:?}"));
+    after
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no restart count in {reason:?}"))
+}
+
+#[test]
+fn the_stage_fail_fast_sets_how_many_crashes_fail_the_rollout() {
+    if !docker_available() {
+        return;
+    }
+    // A crashing container restarts every 500 ms: seeing 3 restarts at the first look would
+    // take a second's lag, and the default threshold (1) fails at the first crash.
+    let emulator = Emulator::builder()
+        .restart_every(Duration::from_millis(500))
+        .start();
+    emulator.apply_deployment(NS, NAME, "backend:1", 2);
+    emulator.wait_for_rollout(NS, NAME, Duration::from_secs(10));
+    let pipeline = deploy_pipeline("backend:crash").replace(
+        " timeout: 60s }",
+        " timeout: 60s, fail_fast: { crash_loop_restarts: 3 } }",
+    );
+    let (repo, _) = repo_with(&pipeline);
+    let server = server_for(vec![project("demo/app", &repo.file_url())], &emulator);
+
+    let run = run_to_end(&server);
+    let reason = run["stages"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("rolled back to revision 1: ") && reason.contains("CrashLoopBackOff"),
+        "{run:#}"
+    );
+    assert!(restarts_in(reason) >= 3, "{reason}");
+    emulator.wait_for_rollout(NS, NAME, Duration::from_secs(10));
+    assert_eq!(image(&emulator), "backend:1");
+}
+
 #[test]
 fn manual_rollbacks_to_the_previous_and_to_a_given_revision() {
     let emulator = shop_backend(&["backend:1", "backend:2", "backend:3"]);

@@ -1,8 +1,9 @@
 //! The async driver: carries out the [`Schedule`]'s decisions with an [`Executor`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gantry_docker::{
     Output, PullPolicy, RegistryAuth, RunLabels, ServiceSpec, StageSpec, Stream, Termination,
@@ -396,9 +397,19 @@ async fn run_stage<E: Executor>(
                 run_commands(shared, index, spec, &mut seq, &cancel).await
             }
             Work::Build { spec, push, auth } => {
-                run_build(shared, index, spec, *push, auth.as_ref(), &mut seq, &cancel).await
+                let seq = &mut seq;
+                within(stage.timeout, &cancel, |cancel| async move {
+                    run_build(shared, index, spec, *push, auth.as_ref(), seq, &cancel).await
+                })
+                .await
             }
-            Work::Deploy(request) => run_deploy(shared, index, request, &mut seq, &cancel).await,
+            Work::Deploy(request) => {
+                let seq = &mut seq;
+                within(stage.timeout, &cancel, |cancel| async move {
+                    run_deploy(shared, index, request, seq, &cancel).await
+                })
+                .await
+            }
         };
         report.exit_code = attempt.exit_code;
         report.deploy = attempt.deploy.clone();
@@ -441,6 +452,49 @@ async fn run_stage<E: Executor>(
         .send(RunEvent::Stage(result.report.clone()))
         .await;
     result
+}
+
+/// One attempt of a `build` or `deploy` stage under the stage's `timeout` (a `commands` stage's
+/// container has its own): when it expires, the attempt is stopped as a cancelled run would be
+/// (the build's container removed, the rollout's watch dropped, no rollback started), and then
+/// reported as timed out.
+async fn within<F, Fut>(
+    timeout: Option<Duration>,
+    cancel: &CancellationToken,
+    attempt: F,
+) -> Attempt
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = Attempt>,
+{
+    let Some(limit) = timeout else {
+        return attempt(cancel.clone()).await;
+    };
+    let stop = cancel.child_token();
+    let attempt = attempt(stop.clone());
+    tokio::pin!(attempt);
+    tokio::select! {
+        done = &mut attempt => done,
+        () = tokio::time::sleep(limit) => {
+            stop.cancel();
+            // Let it stop and clean up; what it says is about the stop, not the cause.
+            let stopped = attempt.await;
+            if cancel.is_cancelled() {
+                return stopped;
+            }
+            // A rollout stopped this way is recorded as timed out, not as cancelled.
+            let deploy = stopped.deploy.map(|mut deploy| {
+                if deploy.outcome == DeployOutcome::Cancelled {
+                    deploy.outcome = DeployOutcome::TimedOut;
+                }
+                deploy
+            });
+            Attempt {
+                deploy,
+                ..Attempt::failed(format!("timed out after {}", human_duration(limit)), false)
+            }
+        }
+    }
 }
 
 async fn run_commands<E: Executor>(

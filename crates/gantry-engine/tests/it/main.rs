@@ -94,9 +94,15 @@ impl Executor for Fake {
         &self,
         spec: &BuildSpec,
         output: mpsc::Sender<Output>,
-        _cancel: CancellationToken,
+        cancel: CancellationToken,
     ) -> Result<BuiltImage, gantry_docker::Error> {
         self.builds.lock().unwrap().push(spec.clone());
+        if spec.image.contains("hang") {
+            cancel.cancelled().await;
+            return Err(gantry_docker::Error::Cancelled {
+                what: format!("the build of '{}'", spec.image),
+            });
+        }
         let _ = output
             .send(Output {
                 stream: Stream::Stdout,
@@ -517,12 +523,16 @@ impl Deployer for FakeDeployer {
         &'a self,
         request: &'a DeployRequest,
         progress: mpsc::Sender<String>,
-        _cancel: CancellationToken,
+        cancel: CancellationToken,
     ) -> gantry_engine::deploy::DeployFuture<'a> {
         self.requests.lock().unwrap().push(request.clone());
         let outcome = self.outcome.clone();
         Box::pin(async move {
             let _ = progress.send("1 of 2 updated, 0 available".into()).await;
+            // `Cancelled` is a rollout that never ends until it is cancelled.
+            if outcome == DeployOutcome::Cancelled {
+                cancel.cancelled().await;
+            }
             Ok(DeployResult {
                 cluster: "default".into(),
                 namespace: request.namespace.clone(),
@@ -657,6 +667,41 @@ async fn a_rolled_back_deploy_fails_the_stage_with_the_cause() {
         )
     );
     assert_eq!(summary.stages[3].status, StageStatus::Skipped);
+}
+
+#[tokio::test]
+async fn the_stage_timeout_limits_builds_and_rollouts() {
+    let yaml = r#"
+stages:
+  - name: image
+    build: { image: "registry.local:5000/hang" }
+    timeout: 300ms
+    allow_failure: true
+  - name: deploy
+    needs: []
+    deploy: { deployment: backend, image: "app:1" }
+    timeout: 300ms
+"#;
+    let fake = Fake::new(|_| exits(0, &[]));
+    let deployer = Arc::new(FakeDeployer {
+        outcome: DeployOutcome::Cancelled,
+        requests: Mutex::default(),
+    });
+    let mut p = plan(yaml);
+    p.deployer = deployer;
+    let started = std::time::Instant::now();
+    let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(summary.status, RunStatus::Failure, "{}", statuses(&summary));
+    for stage in &summary.stages {
+        assert_eq!(stage.status, StageStatus::Failure, "{}", statuses(&summary));
+        assert_eq!(stage.reason.as_deref(), Some("timed out after 300ms"));
+    }
+    // The rollout's record is kept, as timed out: the history shows what was attempted.
+    assert_eq!(
+        summary.stages[1].deploy.as_ref().map(|d| d.outcome.clone()),
+        Some(DeployOutcome::TimedOut)
+    );
 }
 
 #[tokio::test]

@@ -93,6 +93,16 @@ async fn decide(app: &Arc<App>, delivery: Delivery) -> (String, Option<i64>) {
 }
 
 async fn decide_push(app: &Arc<App>, delivery: &Delivery) -> Result<(String, Option<i64>), String> {
+    // A crash after the run was committed and before the outcome was recorded leaves the
+    // delivery pending with its run made: that run is the outcome, not a second one.
+    if let Some(run) = app
+        .store
+        .run_of_delivery(delivery.id)
+        .await
+        .map_err(|e| format!("error: cannot read the delivery's run: {e}"))?
+    {
+        return Ok((format!("run #{} queued", run.number), Some(run.id)));
+    }
     if delivery.event != "push" {
         return Err(format!(
             "ignored: Gantry does not act on '{}' events",

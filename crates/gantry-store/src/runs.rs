@@ -131,6 +131,21 @@ impl Store {
         found(done.rows_affected(), id)
     }
 
+    /// The run `delivery` made, if it made one (a delivery makes at most one).
+    pub async fn run_of_delivery(&self, delivery: i64) -> Result<Option<Run>> {
+        let action = || format!("read the run of delivery {delivery}");
+        sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE delivery_id = ?"
+        ))
+        .bind(delivery)
+        .try_map(rows::run)
+        .fetch_optional(&self.writer)
+        .await
+        .context(action)
+    }
+
     /// A run with its stages in pipeline order, or `None` if there is no run `id`.
     pub async fn get_run(&self, id: i64) -> Result<Option<Run>> {
         let selection = Selection {

@@ -370,3 +370,72 @@ fn oversized_post(base: &str, size: usize) -> (u16, String) {
         .unwrap_or(0);
     (status, answer)
 }
+
+/// A crash after the dispatcher committed a delivery's run and before it recorded the outcome:
+/// the restarted server finds the delivery pending, and its run already made.
+#[test]
+fn a_delivery_whose_run_was_made_before_a_crash_makes_no_second_run() {
+    let (repo, sha) = repo_with(ECHO_PIPELINE);
+    let data = tempfile::tempdir().expect("temp dir");
+    let payload = Push {
+        repository: "demo/app",
+        clone_url: &repo.file_url(),
+        git_ref: "refs/heads/main",
+        before: ZERO,
+        after: &sha,
+        message: "a change",
+        deleted: false,
+    }
+    .to_json()
+    .to_string();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let store = gantry_store::Store::open_sqlite(&data.path().join("gantry.db"))
+                .await
+                .expect("store");
+            let gantry_store::DeliveryInsert::Inserted(delivery) = store
+                .record_delivery(gantry_store::NewDelivery {
+                    guid: "g-crash".into(),
+                    event: "push".into(),
+                    project: Some("demo/app".into()),
+                    git_ref: Some("refs/heads/main".into()),
+                    after_sha: Some(sha.clone()),
+                    payload,
+                })
+                .await
+                .expect("delivery")
+            else {
+                panic!("a new delivery");
+            };
+            let run = store
+                .create_run(gantry_store::NewRun {
+                    project: "demo/app".into(),
+                    event: "push".into(),
+                    branch: Some("main".into()),
+                    tag: None,
+                    commit_sha: sha.clone(),
+                    commit_message: Some("a change".into()),
+                    delivery_id: Some(delivery.id),
+                    rerun_of: None,
+                })
+                .await
+                .expect("run");
+            // The crash: the run is cancelled so that the restart leaves it alone.
+            store
+                .finish_run(run.id, gantry_store::RunStatus::Cancelled, Some("crashed"))
+                .await
+                .expect("finish");
+        });
+    let dir = data.path().to_path_buf();
+    let server = TestServer::start_configured(
+        vec![project("demo/app", &repo.file_url())],
+        4,
+        move |config| config.server.data_dir = dir,
+    );
+    let delivery = server.wait_delivery("g-crash");
+    assert_eq!(delivery["outcome"], "run #1 queued", "{delivery:#}");
+    let runs = server.runs();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["id"], delivery["run_id"]);
+}

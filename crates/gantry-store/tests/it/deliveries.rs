@@ -1,6 +1,6 @@
 use std::time::Instant;
 
-use gantry_store::{Delivery, DeliveryInsert, Error, NewDelivery, Store};
+use gantry_store::{Delivery, DeliveryInsert, Error, NewDelivery, NewRun, Store};
 
 use crate::{TestDb, new_delivery, new_run};
 
@@ -187,4 +187,52 @@ async fn record_delivery_throughput_with_16_callers() {
         "record_delivery: {total} deliveries from {CALLERS} callers in {elapsed:.2?} = {:.0}/s",
         total as f64 / elapsed.as_secs_f64()
     );
+}
+
+#[tokio::test]
+async fn a_delivery_makes_at_most_one_run() {
+    let db = TestDb::new().await;
+    let DeliveryInsert::Inserted(delivery) = db
+        .store
+        .record_delivery(new_delivery("g-once"))
+        .await
+        .unwrap()
+    else {
+        panic!("a new guid is inserted");
+    };
+    assert_eq!(db.store.run_of_delivery(delivery.id).await.unwrap(), None);
+    let run = db
+        .store
+        .create_run(NewRun {
+            delivery_id: Some(delivery.id),
+            ..new_run("acme/web")
+        })
+        .await
+        .unwrap();
+    // As after a crash before the outcome was recorded: the delivery is pending, its run made.
+    let restarted = db.reopen().await;
+    let pending = restarted.pending_deliveries().await.unwrap();
+    assert_eq!(
+        pending.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [delivery.id]
+    );
+    assert_eq!(
+        restarted
+            .run_of_delivery(delivery.id)
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        Some(run.id)
+    );
+    // And the database refuses a second run for it.
+    let second = restarted
+        .create_run(NewRun {
+            delivery_id: Some(delivery.id),
+            ..new_run("acme/web")
+        })
+        .await;
+    assert!(second.is_err(), "{second:?}");
+    // Runs without a delivery (manual, re-runs) are not limited.
+    restarted.create_run(new_run("acme/web")).await.unwrap();
+    restarted.create_run(new_run("acme/web")).await.unwrap();
 }

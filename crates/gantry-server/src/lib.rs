@@ -202,6 +202,7 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/api/v1", api)
         .merge(web::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(error::json_errors))
         // Last, so that it wraps every route above (and the fallback).
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

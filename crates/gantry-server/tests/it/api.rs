@@ -48,6 +48,27 @@ fn every_api_request_needs_the_token_and_errors_are_json() {
     let (status, body) = server.post("/api/v1/runs", json!({"projekt": "x"}));
     assert_eq!(status, 400);
     assert!(body["error"].is_string(), "{body}");
+    // What axum refuses before a handler runs is JSON too.
+    let (status, body) = server.get("/api/v1/runs/abc");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("abc")
+            || body["error"].as_str().unwrap_or_default().contains("parse"),
+        "{body}"
+    );
+    let (status, body) = server.get("/api/v1/runs/1/stages/test/lines?from=x");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (status, body) = server.post("/api/v1/runs/1", json!({}));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("/api/v1/runs/1 does not take POST"))
+    );
+    let (status, body) = server.request("GET", "/hooks/github", None, None);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("/hooks/github does not take GET"))
+    );
     // Health needs no token.
     let (status, body) = server.request("GET", "/healthz", None, None);
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));

@@ -14,6 +14,8 @@ use super::model::Run;
 use super::{Ctx, render};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
+/// Lines asked for per request; a full answer means there may be more.
+const PAGE: usize = 50_000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -96,35 +98,46 @@ fn drain(
         .max()
         .unwrap_or(0);
     for (index, stage) in selected().filter(|(_, s)| s.has_log()) {
-        let since = cursors.get(&stage.name).copied().unwrap_or(0);
-        let path = format!("/runs/{}/stages/{}/log", run.id, path_segment(&stage.name));
-        let reply = match ctx.api.get(&path, &[("since", Some(since.to_string()))]) {
-            Ok(reply) => reply,
-            // The run lists the stage, so a 404 can only mean no log yet.
-            Err(Error::NotFound(_)) => continue,
-            Err(e) => return Err(e),
-        };
-        match reply.last_seq {
-            Some(last) => {
-                cursors.insert(stage.name.clone(), last);
+        // Page by page: a stage's log may be longer than one answer.
+        loop {
+            let since = cursors.get(&stage.name).copied().unwrap_or(0);
+            let path = format!("/runs/{}/stages/{}/log", run.id, path_segment(&stage.name));
+            let query = [
+                ("since", Some(since.to_string())),
+                ("limit", Some(PAGE.to_string())),
+            ];
+            let reply = match ctx.api.get(&path, &query) {
+                Ok(reply) => reply,
+                // The run lists the stage, so a 404 can only mean no log yet.
+                Err(Error::NotFound(_)) => break,
+                Err(e) => return Err(e),
+            };
+            match reply.last_seq {
+                Some(last) => {
+                    cursors.insert(stage.name.clone(), last);
+                }
+                // Without the cursor, following would print the same lines again.
+                None if following => {
+                    return Err(Error::Protocol {
+                        url: format!("{}/api/v1{path}", ctx.api.base()),
+                        detail: "the log has no X-Gantry-Last-Seq header".to_string(),
+                    });
+                }
+                None => {}
             }
-            // Without the cursor, following would print the same lines again.
-            None if following => {
-                return Err(Error::Protocol {
-                    url: format!("{}/api/v1{path}", ctx.api.base()),
-                    detail: "the log has no X-Gantry-Last-Seq header".to_string(),
-                });
+            ctx.out(&format_lines(
+                &reply.body,
+                &stage.name,
+                index,
+                width,
+                mode,
+                &ctx.view,
+            ))?;
+            // Without the cursor there is no next page to ask for.
+            if reply.last_seq.is_none() || reply.body.matches('\n').count() < PAGE {
+                break;
             }
-            None => {}
         }
-        ctx.out(&format_lines(
-            &reply.body,
-            &stage.name,
-            index,
-            width,
-            mode,
-            &ctx.view,
-        ))?;
     }
     Ok(())
 }

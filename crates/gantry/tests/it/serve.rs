@@ -220,6 +220,46 @@ fn cli_triggers_follows_cancels_and_reruns() {
     served.wait(&rerun_id, finished);
 }
 
+/// `gantry logs` prints a log longer than one answer of the API, whole and in order, once and
+/// when following.
+#[test]
+fn logs_longer_than_one_answer_are_printed_whole() {
+    const LINES: usize = 120_000;
+    if !docker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let repo = FixtureRepo::new();
+    repo.write(
+        ".gantry.yml",
+        &format!(
+            "stages:\n  - {{ name: long, image: local/busybox, commands: [\"seq 1 {LINES}\"] }}\n"
+        ),
+    );
+    repo.commit("a long log");
+    let served = Served::start(dir.path(), &repo.file_url());
+    let followed = served.cli(&["trigger", "demo/app", "--branch", "main", "--follow"]);
+    assert_eq!(followed.code, Some(0), "{}", followed.debug());
+    let id = served.json(&["runs", "--limit", "1"])["runs"][0]["id"].to_string();
+    let once = served.cli(&["logs", &id]);
+    assert_eq!(once.code, Some(0), "{}", once.debug());
+    for printed in [&followed.stdout, &once.stdout] {
+        let numbers: Vec<&str> = printed
+            .lines()
+            .filter_map(|l| l.strip_prefix("long | "))
+            .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        assert_eq!(
+            numbers.len(),
+            LINES,
+            "{}",
+            &printed[printed.len().saturating_sub(500)..]
+        );
+        assert_eq!(numbers.first(), Some(&"1"));
+        assert_eq!(numbers.last().copied(), Some(LINES.to_string().as_str()));
+    }
+}
+
 /// A restart (here the harshest, `kill -9`) logs no browser out; a logout outlives it too.
 #[test]
 fn browser_sessions_outlive_a_restart_and_so_do_logouts() {

@@ -691,7 +691,11 @@ stages:
     p.deployer = deployer;
     let started = std::time::Instant::now();
     let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(summary.status, RunStatus::Failure, "{}", statuses(&summary));
     for stage in &summary.stages {
         assert_eq!(stage.status, StageStatus::Failure, "{}", statuses(&summary));

@@ -232,7 +232,7 @@ fn logs_longer_than_one_answer_are_printed_whole() {
     let repo = FixtureRepo::new();
     repo.write(
         ".gantry.yml",
-        &format!(
+        format!(
             "stages:\n  - {{ name: long, image: local/busybox, commands: [\"seq 1 {LINES}\"] }}\n"
         ),
     );

@@ -2,15 +2,19 @@
 //! templates parse (templates after a naive substitution of their `{{ ... }}`), the Service and
 //! the ServiceMonitor agree on the port, the Role grants only what deploys need, the chart's
 //! copies of the rules and the dashboard equal the originals, and the dashboard and the rules
-//! refer only to metrics Gantry exports.
+//! refer only to metrics Gantry exports. The ConfigMap, the Secret and the StatefulSet are also
+//! rendered for real (`template`), and the gantry.toml they make is read by gantry-config.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+mod template;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::metrics::repository_root;
+use template::Chart as Templates;
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -575,4 +579,370 @@ fn compose_file_and_dockerfile() {
         prebuilt < builder,
         "runtime-prebuilt comes before the builder stage"
     );
+}
+
+fn chart_dir() -> PathBuf {
+    repository_root().join("deploy/helm/gantry")
+}
+
+/// values.yaml with `overrides` merged in, as `helm install -f overrides.yaml` does: maps
+/// merge, everything else is replaced.
+fn values_with(overrides: &str) -> Value {
+    fn merge(base: &mut Value, over: Value) {
+        match (base, over) {
+            (Value::Object(base), Value::Object(over)) => {
+                for (key, value) in over {
+                    merge(base.entry(key).or_insert(Value::Null), value);
+                }
+            }
+            (base, over) => *base = over,
+        }
+    }
+    let mut values =
+        yaml_documents(&read(&chart_dir().join("values.yaml")), "values.yaml").remove(0);
+    for doc in yaml_documents(overrides, "the overrides") {
+        merge(&mut values, doc);
+    }
+    values
+}
+
+/// What the cluster makes of a release: the rendered objects, and Gantry's environment as
+/// Kubernetes sets it from the StatefulSet's `env` and the Secrets it names.
+struct Release {
+    config_map: String,
+    statefulset: Value,
+    /// The chart's Secret's `stringData`; None with `existingSecret`.
+    secret: Option<serde_json::Map<String, Value>>,
+    env: HashMap<String, String>,
+}
+
+/// Installs the chart with `values`; `existing` holds the Secrets the user made beforehand.
+fn install(values: Value, existing: &[(&str, Value)]) -> Release {
+    let templates = Templates::new(&chart_dir(), values);
+    let config_map = templates.render("templates/configmap.yaml");
+    let statefulset = yaml_documents(
+        &templates.render("templates/statefulset.yaml"),
+        "statefulset.yaml",
+    )
+    .remove(0);
+    let secret = yaml_documents(&templates.render("templates/secret.yaml"), "secret.yaml")
+        .pop()
+        .map(|s| {
+            assert_eq!(s["metadata"]["name"], "gantry");
+            s["stringData"].as_object().cloned().unwrap_or_default()
+        });
+    let mut secrets: HashMap<&str, serde_json::Map<String, Value>> = existing
+        .iter()
+        .map(|(name, data)| (*name, data.as_object().expect("a Secret's data").clone()))
+        .collect();
+    if let Some(data) = &secret {
+        secrets.insert("gantry", data.clone());
+    }
+    let mut env = HashMap::new();
+    let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
+    for var in container["env"].as_array().expect("env") {
+        let name = var["name"].as_str().expect("an env name").to_string();
+        let reference = &var["valueFrom"]["secretKeyRef"];
+        if reference.is_null() {
+            env.insert(name, var["value"].as_str().expect("a value").to_string());
+            continue;
+        }
+        let (secret_name, key) = (
+            reference["name"].as_str().expect("a Secret"),
+            reference["key"].as_str().expect("a key"),
+        );
+        let data = secrets.get(secret_name).unwrap_or_else(|| {
+            panic!("{name} reads the Secret {secret_name}, which does not exist")
+        });
+        match data.get(key) {
+            Some(value) => {
+                env.insert(name, value.as_str().expect("a string").to_string());
+            }
+            None if reference["optional"] == true => {}
+            None => panic!(
+                "{name} reads key {key} of the Secret {secret_name}, which has only {:?}",
+                data.keys().collect::<Vec<_>>()
+            ),
+        }
+    }
+    Release {
+        config_map,
+        statefulset,
+        secret,
+        env,
+    }
+}
+
+impl Release {
+    fn gantry_toml(&self) -> String {
+        let doc = yaml_documents(&self.config_map, "configmap.yaml").remove(0);
+        doc["data"]["gantry.toml"]
+            .as_str()
+            .expect("gantry.toml")
+            .to_string()
+    }
+
+    /// gantry.toml as Gantry reads it in the pod.
+    fn config(&self) -> gantry_config::Config {
+        gantry_config::parse("gantry.toml", &self.gantry_toml(), &|name| {
+            self.env.get(name).cloned()
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "Gantry refuses the chart's gantry.toml:\n{e}\n\n{}",
+                self.gantry_toml()
+            )
+        })
+    }
+}
+
+#[test]
+fn the_template_renderer_follows_helm() {
+    let templates = Templates::new(
+        &chart_dir(),
+        json!({"items": ["a", "b"], "on": true, "zero": 0}),
+    );
+    let template = "\
+list:
+  {{- range $i, $item := .Values.items }}
+  - {{ $i }}={{ $item | quote }}
+  {{- end }}
+{{- if .Values.zero }}
+zero
+{{- else if .Values.on }}
+name: {{ include \"gantry.fullname\" . }}-{{ default \"d\" .Values.missing }}
+{{- end }}
+";
+    assert_eq!(
+        templates.render_str(template),
+        "list:\n  - 0=\"a\"\n  - 1=\"b\"\nname: gantry-d\n"
+    );
+}
+
+/// Every kind of secret the chart takes, through the Secret, the StatefulSet's environment and
+/// the ConfigMap's ${VAR}s into what gantry-config reads.
+#[test]
+fn the_charts_gantry_toml_is_read_by_gantry_config() {
+    let release = install(
+        values_with(
+            r#"
+adminToken: admin-s3cret
+projects:
+  - name: demo/backend
+    cloneUrl: https://github.com/demo/backend.git
+    webhookSecret: hook-s3cret
+    gitToken: git-s3cret
+    secrets:
+      - { name: PYPI_TOKEN, value: pypi-s3cret }
+      - { name: SIGNING_KEY, value: signing-s3cret }
+  - name: demo/frontend
+    cloneUrl: https://github.com/demo/frontend.git
+    webhookSecret: hook2-s3cret
+    pipeline: ci/.gantry.yml
+registries:
+  - { name: nexus, kind: nexus, address: "nexus.example.com:8083", username: ci, password: nexus-s3cret }
+  - { name: ghcr, kind: ghcr, username: bot, password: ghcr-s3cret }
+clusters:
+  - { name: in-cluster, inCluster: true }
+  - { name: prod, kubeconfigSecret: prod-kubeconfig, context: prod-admin }
+"#,
+        ),
+        &[],
+    );
+    assert_eq!(
+        release.gantry_toml(),
+        r#"[server]
+max_parallel_runs = 4
+keep_workspaces = 0
+
+[[project]]
+name = "demo/backend"
+clone_url = "https://github.com/demo/backend.git"
+pipeline = ".gantry.yml"
+webhook_secret = "${GANTRY_PROJECT_0_WEBHOOK_SECRET}"
+git_token = "${GANTRY_PROJECT_0_GIT_TOKEN}"
+
+[project.secrets]
+"PYPI_TOKEN" = "${GANTRY_PROJECT_0_SECRET_PYPI_TOKEN}"
+"SIGNING_KEY" = "${GANTRY_PROJECT_0_SECRET_SIGNING_KEY}"
+
+[[project]]
+name = "demo/frontend"
+clone_url = "https://github.com/demo/frontend.git"
+pipeline = "ci/.gantry.yml"
+webhook_secret = "${GANTRY_PROJECT_1_WEBHOOK_SECRET}"
+
+[[registry]]
+name = "nexus"
+kind = "nexus"
+address = "nexus.example.com:8083"
+username = "ci"
+password = "${GANTRY_REGISTRY_0_PASSWORD}"
+
+[[registry]]
+name = "ghcr"
+kind = "ghcr"
+username = "bot"
+password = "${GANTRY_REGISTRY_1_PASSWORD}"
+
+[[cluster]]
+name = "in-cluster"
+in_cluster = true
+
+[[cluster]]
+name = "prod"
+# The Secret kubeconfigSecret, mounted by the StatefulSet.
+kubeconfig = "/etc/gantry-clusters/1/kubeconfig"
+context = "prod-admin"
+"#
+    );
+    // Nothing secret in the ConfigMap.
+    let secret = release.secret.as_ref().expect("the chart's Secret");
+    assert_eq!(secret.len(), 8, "{secret:?}");
+    for value in secret.values() {
+        let value = value.as_str().expect("a string");
+        assert!(
+            !release.config_map.contains(value),
+            "{value} is in the ConfigMap"
+        );
+    }
+
+    let config = release.config();
+    let backend = config.project("demo/backend").expect("demo/backend");
+    assert_eq!(backend.webhook_secret.expose(), "hook-s3cret");
+    assert_eq!(
+        backend.git_token.as_ref().map(|t| t.expose()),
+        Some("git-s3cret")
+    );
+    let secrets: Vec<(&str, &str)> = backend
+        .secrets
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.expose()))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("PYPI_TOKEN", "pypi-s3cret"),
+            ("SIGNING_KEY", "signing-s3cret")
+        ]
+    );
+    let frontend = config.project("demo/frontend").expect("demo/frontend");
+    assert_eq!(frontend.pipeline, "ci/.gantry.yml");
+    assert!(frontend.git_token.is_none() && frontend.secrets.is_empty());
+    let registries: Vec<_> = config
+        .registries
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.kind,
+                r.address.as_str(),
+                r.username.as_str(),
+                r.password.expose(),
+            )
+        })
+        .collect();
+    use gantry_config::RegistryKind::{Ghcr, Nexus};
+    assert_eq!(
+        registries,
+        [
+            (
+                "nexus",
+                Nexus,
+                "nexus.example.com:8083",
+                "ci",
+                "nexus-s3cret"
+            ),
+            ("ghcr", Ghcr, "ghcr.io", "bot", "ghcr-s3cret"),
+        ]
+    );
+    assert_eq!(
+        config.server.admin_token.as_ref().map(|t| t.expose()),
+        Some("admin-s3cret")
+    );
+
+    // The clusters: the ServiceAccount, and a kubeconfig where the StatefulSet mounts its Secret.
+    assert_eq!(config.clusters.len(), 2);
+    assert!(config.clusters[0].in_cluster && config.clusters[0].kubeconfig.is_none());
+    let prod = &config.clusters[1];
+    assert_eq!((prod.name.as_str(), prod.in_cluster), ("prod", false));
+    assert_eq!(prod.context.as_deref(), Some("prod-admin"));
+    let pod = &release.statefulset["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "prod-kubeconfig")
+        .expect("a volume of the kubeconfig's Secret");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "kubeconfig", "path": "kubeconfig"}])
+    );
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the kubeconfig's volume is mounted");
+    assert_eq!(
+        prod.kubeconfig.as_deref(),
+        Some(
+            Path::new(mount["mountPath"].as_str().expect("a path"))
+                .join("kubeconfig")
+                .as_path()
+        )
+    );
+}
+
+#[test]
+fn the_default_values_give_the_in_cluster_cluster() {
+    let values = values_with("");
+    assert_eq!(values["projects"], json!([]));
+    assert_eq!(values["registries"], json!([]));
+    assert_eq!(
+        values["clusters"],
+        json!([{"name": "in-cluster", "inCluster": true}])
+    );
+    let release = install(values, &[]);
+    let config = release.config();
+    assert!(config.projects.is_empty() && config.registries.is_empty());
+    assert_eq!(config.clusters.len(), 1);
+    assert_eq!(config.clusters[0].name, "in-cluster");
+    assert!(config.clusters[0].in_cluster);
+    assert!(
+        config.server.admin_token.is_none(),
+        "generated at first start"
+    );
+}
+
+/// With `existingSecret` the chart makes no Secret and reads the keys values.yaml documents.
+#[test]
+fn an_existing_secret_holds_the_keys_values_yaml_names() {
+    let release = install(
+        values_with(
+            r#"
+existingSecret: ci-secrets
+projects:
+  - name: demo/backend
+    cloneUrl: https://github.com/demo/backend.git
+    secrets: [{ name: PYPI_TOKEN }]
+registries:
+  - { name: nexus, address: "nexus.example.com:8083", username: ci }
+"#,
+        ),
+        &[(
+            "ci-secrets",
+            json!({
+                "project-0-webhook-secret": "hook-s3cret",
+                "project-0-secret-PYPI_TOKEN": "pypi-s3cret",
+                "registry-0-password": "nexus-s3cret",
+            }),
+        )],
+    );
+    assert!(release.secret.is_none(), "no Secret of the chart's own");
+    let config = release.config();
+    let project = &config.projects[0];
+    assert_eq!(project.webhook_secret.expose(), "hook-s3cret");
+    assert_eq!(project.secrets[0].1.expose(), "pypi-s3cret");
+    assert_eq!(config.registries[0].password.expose(), "nexus-s3cret");
 }

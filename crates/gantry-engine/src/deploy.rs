@@ -54,6 +54,16 @@ pub struct DeployResult {
     pub image_before: Option<String>,
     pub revision_before: Option<i64>,
     pub revision_after: Option<i64>,
+    /// The automatic rollback, when the failed rollout was undone (or the undo was tried).
+    pub rollback: Option<AutoRollback>,
+}
+
+/// An automatic rollback: whether it brought the previous revision back, and how long it took
+/// from the undo patch to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoRollback {
+    pub ok: bool,
+    pub duration: Duration,
 }
 
 pub type DeployFuture<'a> = Pin<Box<dyn Future<Output = Result<DeployResult, String>> + Send + 'a>>;
@@ -155,6 +165,8 @@ impl Deployer for KubeDeployer {
                 .rollout(&rollout, progress, cancel)
                 .await
                 .map_err(|e| e.to_string())?;
+            let outcome_was_rolled_back =
+                matches!(report.outcome, gantry_kube::Outcome::RolledBack { .. });
             let outcome = match report.outcome {
                 gantry_kube::Outcome::Complete => DeployOutcome::Complete,
                 gantry_kube::Outcome::Failed { cause } => DeployOutcome::Failed { cause },
@@ -173,6 +185,10 @@ impl Deployer for KubeDeployer {
                 image_before: report.image_before,
                 revision_before: report.revision_before,
                 revision_after: report.revision_after,
+                rollback: report.rollback_sent_at.map(|sent| AutoRollback {
+                    ok: outcome_was_rolled_back,
+                    duration: report.finished_at.saturating_duration_since(sent),
+                }),
             })
         })
     }

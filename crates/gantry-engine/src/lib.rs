@@ -16,7 +16,9 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-pub use deploy::{DeployOutcome, DeployRequest, DeployResult, Deployer, KubeDeployer, NoClusters};
+pub use deploy::{
+    AutoRollback, DeployOutcome, DeployRequest, DeployResult, Deployer, KubeDeployer, NoClusters,
+};
 pub use gantry_docker::{
     BuildSpec, BuiltImage, Output, RegistryAuth, RunLabels, StageSpec, Stream, Termination,
     Workspace,
@@ -200,6 +202,17 @@ pub struct StageReport {
     pub outputs: Vec<(String, String)>,
     /// The rollout of a `deploy` stage.
     pub deploy: Option<DeployResult>,
+    /// Every push a `build` stage tried, over all its attempts.
+    pub pushes: Vec<ImagePush>,
+}
+
+/// One push of an image reference, for the push metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePush {
+    /// The `[[registry]]` whose credentials pushed it, or `anonymous`: a name from
+    /// gantry.toml, so a bounded metric label (an image's host is pipeline text).
+    pub registry: String,
+    pub ok: bool,
 }
 
 /// Everything a run reports, in order.

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::ImagePush;
 use crate::deploy::{DeployOutcome, DeployRequest, DeployResult, Deployer};
 use crate::log::{LineSplitter, Masker};
 use crate::schedule::{Action, Node, Schedule};
@@ -134,6 +135,7 @@ pub async fn execute<E: Executor>(
             duration: None,
             outputs: Vec::new(),
             deploy: None,
+            pushes: Vec::new(),
         })
         .collect();
     let error = |reason: String, stages: Vec<StageReport>| RunSummary {
@@ -314,6 +316,7 @@ struct Attempt {
     infrastructure_error: bool,
     outputs: Vec<(String, String)>,
     deploy: Option<DeployResult>,
+    pushes: Vec<ImagePush>,
 }
 
 impl Attempt {
@@ -325,6 +328,7 @@ impl Attempt {
             infrastructure_error: false,
             outputs: Vec::new(),
             deploy: None,
+            pushes: Vec::new(),
         }
     }
 
@@ -353,6 +357,7 @@ async fn run_stage<E: Executor>(
         duration: None,
         outputs: Vec::new(),
         deploy: None,
+        pushes: Vec::new(),
     };
     let mut seq = 0u64;
     let finish = |mut report: StageReport, status, reason: Option<String>, infrastructure_error| {
@@ -413,6 +418,7 @@ async fn run_stage<E: Executor>(
         };
         report.exit_code = attempt.exit_code;
         report.deploy = attempt.deploy.clone();
+        report.pushes.extend(attempt.pushes.iter().cloned());
         if let Some(reason) = &attempt.reason {
             system_line(shared, index, &mut seq, reason).await;
         }
@@ -491,6 +497,7 @@ where
             });
             Attempt {
                 deploy,
+                pushes: stopped.pushes,
                 ..Attempt::failed(format!("timed out after {}", human_duration(limit)), false)
             }
         }
@@ -591,6 +598,8 @@ async fn run_build<E: Executor>(
             ..Attempt::new(StageStatus::Success, None)
         };
     }
+    let registry = auth.map_or("anonymous", |auth| auth.name.as_str());
+    let mut pushes = Vec::new();
     let mut digest = None;
     for reference in &built.references {
         let (tx, rx) = mpsc::channel(256);
@@ -602,22 +611,38 @@ async fn run_build<E: Executor>(
             pump
         );
         *seq = last_seq;
-        match pushed {
+        let ended = match pushed {
             Ok(pushed) => {
                 system_line(shared, index, seq, &format!("pushed {reference}: {pushed}")).await;
                 digest.get_or_insert(pushed);
+                None
             }
-            Err(_) if cancel.is_cancelled() => {
-                return Attempt::new(StageStatus::Cancelled, Some("cancelled".into()));
+            Err(_) if cancel.is_cancelled() => Some(Attempt::new(
+                StageStatus::Cancelled,
+                Some("cancelled".into()),
+            )),
+            Err(e) => {
+                pushes.push(ImagePush {
+                    registry: registry.to_owned(),
+                    ok: false,
+                });
+                Some(Attempt::failed(e.to_string(), false))
             }
-            Err(e) => return Attempt::failed(e.to_string(), false),
+        };
+        if let Some(ended) = ended {
+            return Attempt { pushes, ..ended };
         }
+        pushes.push(ImagePush {
+            registry: registry.to_owned(),
+            ok: true,
+        });
     }
     if let Some(digest) = digest {
         outputs.push(("digest".to_string(), digest));
     }
     Attempt {
         outputs,
+        pushes,
         ..Attempt::new(StageStatus::Success, None)
     }
 }
@@ -652,7 +677,25 @@ async fn run_deploy<E: Executor>(
     *seq = lines;
     let result = match result {
         Ok(result) => result,
-        Err(cause) => return Attempt::failed(format!("deploy of {target} failed: {cause}"), false),
+        Err(cause) => {
+            // Nothing was rolled out (no cluster, unreachable, no such Deployment, paused, ...);
+            // the history still shows the attempt and why it went nowhere.
+            let reason = format!("deploy of {target} failed: {cause}");
+            return Attempt {
+                deploy: Some(DeployResult {
+                    cluster: request.cluster.clone().unwrap_or_else(|| "default".into()),
+                    namespace: request.namespace.clone(),
+                    deployment: request.deployment.clone(),
+                    image_after: request.image.clone(),
+                    outcome: DeployOutcome::Failed { cause },
+                    image_before: None,
+                    revision_before: None,
+                    revision_after: None,
+                    rollback: None,
+                }),
+                ..Attempt::failed(reason, false)
+            };
+        }
     };
     let (status, reason) = match &result.outcome {
         DeployOutcome::Complete => (StageStatus::Success, None),

@@ -108,8 +108,12 @@ pub async fn rollback(
             Utc::now(),
         );
         entry.id = app.store.record_deployment(&entry).await?;
-        app.metrics
-            .rollback(&entry.cluster, entry.result == "complete");
+        app.metrics.rollback(
+            &entry.cluster,
+            crate::metrics::RollbackTrigger::Manual,
+            entry.result == "complete",
+            report.duration(),
+        );
         tracing::info!(
             cluster = %entry.cluster, namespace = %entry.namespace, deployment = %entry.deployment,
             result = %entry.result, "manual rollback"
@@ -250,10 +254,8 @@ pub(crate) async fn record_stage(
     {
         tracing::error!(run_id, stage = %report.name, error = %e, "cannot store a stage's outputs");
     }
-    if let Some((_, digest)) = report.outputs.iter().find(|(k, _)| k == "digest") {
-        // The registry's host, a bounded label: `registry.example.com:8083/team/app@sha256:…`.
-        let registry = digest.split('/').next().unwrap_or("unknown");
-        app.metrics.image_push(registry, true);
+    for push in &report.pushes {
+        app.metrics.image_push(&push.registry, push.ok);
     }
     let Some(deploy) = &report.deploy else {
         return;
@@ -265,8 +267,13 @@ pub(crate) async fn record_stage(
     };
     app.metrics
         .deploy(&deploy.cluster, result, report.duration.unwrap_or_default());
-    if result == crate::metrics::DeployResult::RolledBack {
-        app.metrics.rollback(&deploy.cluster, true);
+    if let Some(rollback) = deploy.rollback {
+        app.metrics.rollback(
+            &deploy.cluster,
+            crate::metrics::RollbackTrigger::Automatic,
+            rollback.ok,
+            rollback.duration,
+        );
     }
     let now = Utc::now();
     let entries = stage_entries(
@@ -393,6 +400,7 @@ mod tests {
             image_before: Some("app:1".into()),
             revision_before: Some(4),
             revision_after: Some(5),
+            rollback: None,
         }
     }
 

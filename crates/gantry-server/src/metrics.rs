@@ -37,6 +37,7 @@ pub const IMAGE_PUSHES: &str = "gantry_image_pushes_total";
 pub const DEPLOYS: &str = "gantry_deploys_total";
 pub const DEPLOY_DURATION: &str = "gantry_deploy_duration_seconds";
 pub const ROLLBACKS: &str = "gantry_rollbacks_total";
+pub const ROLLBACK_DURATION: &str = "gantry_rollback_duration_seconds";
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 
@@ -106,7 +107,7 @@ pub const FAMILIES: &[Family] = &[
         IMAGE_PUSHES,
         Kind::Counter,
         &["registry", "result"],
-        "Image pushes, by registry and result.",
+        "Image pushes, one per pushed tag, by the registry's name in gantry.toml (`anonymous` without credentials) and result.",
     ),
     family(
         DEPLOYS,
@@ -123,8 +124,14 @@ pub const FAMILIES: &[Family] = &[
     family(
         ROLLBACKS,
         Kind::Counter,
-        &["cluster", "result"],
-        "Automatic rollbacks, by cluster and whether the rollback itself succeeded.",
+        &["cluster", "trigger", "result"],
+        "Rollbacks, by cluster, trigger (`automatic` after a failed rollout, `manual` from the CLI, API or UI) and whether the previous revision came back.",
+    ),
+    family(
+        ROLLBACK_DURATION,
+        Kind::Histogram,
+        &["cluster", "trigger", "result"],
+        "How long rollbacks took, from the undo patch until the previous revision was rolled out or the rollback failed.",
     ),
     family(
         HTTP_REQUESTS,
@@ -263,6 +270,24 @@ impl DeployResult {
     }
 }
 
+/// What started a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackTrigger {
+    /// A deploy stage's failed rollout, with `rollback: auto`.
+    Automatic,
+    /// `gantry rollback`, the API or the Deployments page.
+    Manual,
+}
+
+impl RollbackTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackTrigger::Automatic => "automatic",
+            RollbackTrigger::Manual => "manual",
+        }
+    }
+}
+
 fn result(ok: bool) -> &'static str {
     if ok { "success" } else { "failure" }
 }
@@ -344,7 +369,8 @@ impl Metrics {
         });
     }
 
-    /// An image push to `registry` (its host, e.g. `registry.example.com:5000`) ended.
+    /// The push of one tag with the credentials of `registry` (a `[[registry]]` name, or
+    /// `anonymous`) ended.
     pub fn image_push(&self, registry: &str, ok: bool) {
         self.with(|| {
             metrics::counter!(IMAGE_PUSHES, "registry" => registry.to_owned(), "result" => result(ok))
@@ -364,12 +390,17 @@ impl Metrics {
         });
     }
 
-    /// An automatic rollback on `cluster` was attempted; `ok` says whether it
-    /// brought the previous revision back.
-    pub fn rollback(&self, cluster: &str, ok: bool) {
+    /// A rollback on `cluster` ended after `duration`; `ok` says whether it brought the
+    /// previous revision back.
+    pub fn rollback(&self, cluster: &str, trigger: RollbackTrigger, ok: bool, duration: Duration) {
         self.with(|| {
-            metrics::counter!(ROLLBACKS, "cluster" => cluster.to_owned(), "result" => result(ok))
-                .increment(1)
+            let labels = [
+                ("cluster", cluster.to_owned()),
+                ("trigger", trigger.as_str().to_owned()),
+                ("result", result(ok).to_owned()),
+            ];
+            metrics::counter!(ROLLBACKS, &labels).increment(1);
+            metrics::histogram!(ROLLBACK_DURATION, &labels).record(duration.as_secs_f64());
         });
     }
 
@@ -408,6 +439,7 @@ fn builder() -> Result<PrometheusBuilder, BuildError> {
     let b = buckets(PrometheusBuilder::new(), RUN_DURATION, RUN_BUCKETS)?;
     let b = buckets(b, STAGE_DURATION, RUN_BUCKETS)?;
     let b = buckets(b, DEPLOY_DURATION, DEPLOY_BUCKETS)?;
+    let b = buckets(b, ROLLBACK_DURATION, DEPLOY_BUCKETS)?;
     buckets(b, HTTP_DURATION, HTTP_BUCKETS)
 }
 
@@ -631,7 +663,7 @@ mod tests {
         let a = Metrics::new(["demo/a"]);
         let b = Metrics::new(["demo/b"]);
         a.run_finished("demo/a", RunStatus::Success, Some(Duration::from_secs(3)));
-        a.image_push("registry.local:5000", true);
+        a.image_push("nexus", true);
         let (a, b) = (a.render(), b.render());
         assert!(
             a.contains(r#"gantry_runs_total{project="demo/a",status="success"} 1"#),

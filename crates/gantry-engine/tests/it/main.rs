@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use gantry_engine::{
     BuildSpec, BuiltImage, DeployOutcome, DeployRequest, DeployResult, Deployer, Executor,
-    LogStream, NoClusters, Output, RegistryAuth, RunEvent, RunLabels, RunPlan, RunStatus,
-    RunSummary, StageSelection, StageSpec, StageStatus, Stream, Termination, Workspace,
+    ImagePush, LogStream, NoClusters, Output, RegistryAuth, RunEvent, RunLabels, RunPlan,
+    RunStatus, RunSummary, StageSelection, StageSpec, StageStatus, Stream, Termination, Workspace,
 };
 use gantry_pipeline::{Event, RunContext};
 use tokio::sync::mpsc;
@@ -130,6 +130,9 @@ impl Executor for Fake {
             .lock()
             .unwrap()
             .push((reference.to_string(), auth.map(|a| a.username.clone())));
+        if reference.contains("refused") {
+            return Err(gantry_docker::Error::Api("the registry refused it".into()));
+        }
         let repository = reference
             .rsplit_once(':')
             .map(|(r, _)| r)
@@ -542,6 +545,7 @@ impl Deployer for FakeDeployer {
                 image_before: Some("old".into()),
                 revision_before: Some(4),
                 revision_after: Some(5),
+                rollback: None,
             })
         })
     }
@@ -622,6 +626,11 @@ async fn build_pushes_every_tag_and_deploy_gets_the_digest() {
             )
         ]
     );
+    let nexus_ok = ImagePush {
+        registry: "nexus".into(),
+        ok: true,
+    };
+    assert_eq!(summary.stages[1].pushes, [nexus_ok.clone(), nexus_ok]);
     let request = deployer.requests.lock().unwrap()[0].clone();
     assert_eq!(request.image, "registry.local:5000/app@sha256:abcdef");
     assert_eq!(request.change_cause, "gantry demo/app #7 0123456");
@@ -722,6 +731,34 @@ async fn an_unknown_registry_and_a_missing_cluster_fail_clearly() {
     assert_eq!(
         summary.stages[0].reason.as_deref(),
         Some("deploy of default/backend failed: no cluster 'default' is available to this run")
+    );
+    // Nothing was rolled out, and the history still gets the attempt and its cause.
+    let deploy = summary.stages[0].deploy.clone().expect("a deploy record");
+    assert_eq!(
+        (
+            deploy.cluster.as_str(),
+            deploy.image_after.as_str(),
+            deploy.outcome
+        ),
+        (
+            "default",
+            "app:1",
+            DeployOutcome::Failed {
+                cause: "no cluster 'default' is available to this run".into()
+            }
+        )
+    );
+    assert_eq!((deploy.revision_before, deploy.rollback), (None, None));
+
+    // A refused push counts as one, under the credentials' name; anonymous without them.
+    let yaml = "stages:\n  - name: image\n    build: { image: \"registry.local:5000/refused\", tags: [a, b] }\n";
+    let (summary, _) = execute(&fake, plan(yaml), CancellationToken::new()).await;
+    assert_eq!(
+        summary.stages[0].pushes,
+        [ImagePush {
+            registry: "anonymous".into(),
+            ok: false
+        }]
     );
 }
 

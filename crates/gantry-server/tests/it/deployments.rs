@@ -90,6 +90,15 @@ fn summary(entry: &Value) -> String {
     )
 }
 
+/// The value of the `/metrics` sample written exactly as `series`, if present.
+fn metric(server: &TestServer, series: &str) -> Option<f64> {
+    let (status, text, _) = server.text("/metrics");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// `kubectl rollout history` as (revision, change cause or `<none>`); None (after a note)
 /// without kubectl.
 fn kubectl_history(emulator: &Emulator) -> Option<Vec<(i64, String)>> {
@@ -199,6 +208,56 @@ fn a_crashing_image_is_rolled_back_and_both_are_recorded() {
     assert!(reason.ends_with(cause), "{cause} / {reason}");
     assert_eq!(history[0]["cause"], "automatic rollback");
     assert!(history.iter().all(|e| e["run_id"] == run["id"]));
+    let automatic = r#"{cluster="prod",trigger="automatic",result="success"}"#;
+    assert_eq!(
+        metric(&server, &format!("gantry_rollbacks_total{automatic}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &server,
+            &format!("gantry_rollback_duration_seconds_count{automatic}")
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_deploy_that_cannot_start_is_in_the_history_with_its_cause() {
+    if !docker_available() {
+        return;
+    }
+    let emulator = shop_backend(&["backend:1"]);
+    let pipeline =
+        deploy_pipeline("backend:2").replace("deployment: backend", "deployment: frontend");
+    let (repo, _) = repo_with(&pipeline);
+    let server = server_for(vec![project("demo/app", &repo.file_url())], &emulator);
+
+    let run = run_to_end(&server);
+    assert_eq!(run["status"], "failure", "{run:#}");
+    let reason = run["stages"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("deploy of shop/frontend failed: "),
+        "{reason}"
+    );
+    let history = deployments(&server, "");
+    assert_eq!(
+        history.iter().map(summary).collect::<Vec<_>>(),
+        ["deploy failed -->backend:2 -->-"]
+    );
+    let cause = history[0]["cause"].as_str().unwrap_or_default();
+    assert!(
+        reason.ends_with(cause) && cause.contains("frontend"),
+        "{cause} / {reason}"
+    );
+    assert_eq!(history[0]["run_id"], run["id"]);
+    assert_eq!(
+        metric(
+            &server,
+            r#"gantry_deploys_total{cluster="prod",result="failure"}"#
+        ),
+        Some(1.0)
+    );
 }
 
 /// The restart count in a reason like `... CrashLoopBackOff (exit code 1), restarted 4 times`.
@@ -256,6 +315,13 @@ fn manual_rollbacks_to_the_previous_and_to_a_given_revision() {
     );
     assert_eq!(entry["current_revision"], 4);
     assert_eq!(entry["cause"], "manual rollback");
+    assert_eq!(
+        metric(
+            &server,
+            r#"gantry_rollbacks_total{cluster="prod",trigger="manual",result="success"}"#
+        ),
+        Some(1.0)
+    );
     assert!(entry["run_id"].is_null() && entry["id"].as_i64().is_some());
     assert_eq!(image(&emulator), "backend:2");
     let none = "<none>".to_owned();

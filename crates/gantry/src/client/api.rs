@@ -77,6 +77,9 @@ struct ErrorBody {
     error: String,
 }
 
+/// How long a request may take, connecting included, unless it says otherwise.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub struct Api {
     agent: ureq::Agent,
     /// `http://host:port` (plus a path prefix, if any), without a trailing `/`.
@@ -90,7 +93,7 @@ impl Api {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_global(Some(REQUEST_TIMEOUT))
             .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Api {
@@ -117,8 +120,33 @@ impl Api {
 
     /// POST a JSON body (or an empty one) to `/api/v1{path}`.
     pub fn post(&self, path: &str, body: Option<&serde_json::Value>) -> Result<Reply, Error> {
+        self.post_for(path, body, Some(REQUEST_TIMEOUT))
+    }
+
+    /// POST, waiting for the answer as long as the server works on it (the server bounds it):
+    /// a manual rollback answers when its rollout has ended, up to the Deployment's progress
+    /// deadline (10 minutes by default), longer than any usual request.
+    pub fn post_and_wait(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, Error> {
+        self.post_for(path, body, None)
+    }
+
+    fn post_for(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, Error> {
         let url = self.url(path);
-        let mut request = self.agent.post(&url);
+        let mut request = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(timeout)
+            .build();
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }

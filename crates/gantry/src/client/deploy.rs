@@ -76,7 +76,7 @@ pub fn rollback(args: RollbackArgs) -> Result<u8, Error> {
         .map(|revision| serde_json::json!({ "to_revision": revision }));
     let reply = ctx
         .api
-        .post(&format!("{}/rollback", args.target.path()), body.as_ref())?;
+        .post_and_wait(&format!("{}/rollback", args.target.path()), body.as_ref())?;
     let answer: model::RolledBack = ctx.parse(&reply.body)?;
     ctx.print_or(&reply.body, |_: serde_json::Value| {
         format!("{}\n", render::rollback_line(&answer))

@@ -185,7 +185,7 @@ struct RawProject {
     ssh_key: Option<Spanned<String>>,
     pipeline: Option<Spanned<String>>,
     #[serde(default)]
-    secrets: toml::Table,
+    secrets: std::collections::BTreeMap<String, Spanned<toml::Value>>,
 }
 
 /// Reads `path`, or `./gantry.toml` when present, or nothing; then applies the
@@ -268,19 +268,25 @@ pub fn parse(
         let secrets = p
             .secrets
             .iter()
-            .map(|(k, v)| match v.as_str() {
-                Some(v) => match expand_env(v, env) {
-                    Ok(v) => (k.clone(), Secret(v)),
+            .map(|(k, v)| match v.get_ref().as_str() {
+                Some(text) => match expand_env(text, env) {
+                    Ok(text) => (k.clone(), Secret(text)),
                     Err(name) => {
                         errors.borrow_mut().push(format!(
-                            "{file}: secret '{k}' of project '{}' refers to ${{{name}}}, but the environment variable {name} is not set",
+                            "{}: secret '{k}' of project '{}' refers to ${{{name}}}, but the environment variable {name} is not set",
+                            locate(v.span()),
                             p.name.get_ref()
                         ));
                         (k.clone(), Secret::default())
                     }
                 },
                 None => {
-                    errors.borrow_mut().push(format!("{file}: secret '{k}' of project '{}' must be a string", p.name.get_ref()));
+                    errors.borrow_mut().push(format!(
+                        "{}: secret '{k}' of project '{}' must be a string, found {}",
+                        locate(v.span()),
+                        p.name.get_ref(),
+                        v.get_ref().type_str()
+                    ));
                     (k.clone(), Secret::default())
                 }
             })
@@ -617,6 +623,24 @@ webhook_secret = "${MISSING}"
                 gantry.toml:2:10: listen address 'localhost' is not HOST:PORT (e.g. 127.0.0.1:8080)
                 gantry.toml:3:21: max_parallel_runs must be at least 1, not 0
                 gantry.toml:6:8: project name 'backend' must be the repository's full name, OWNER/REPO"#]],
+        );
+    }
+
+    #[test]
+    fn project_secrets_are_located_too() {
+        check_err(
+            r#"[[project]]
+name = "a/b"
+clone_url = "file:///srv/b"
+webhook_secret = "s"
+
+[project.secrets]
+PYPI_TOKEN = "${PYPI_UNSET}"
+RETRIES = 3
+"#,
+            expect![[r#"
+                gantry.toml:7:14: secret 'PYPI_TOKEN' of project 'a/b' refers to ${PYPI_UNSET}, but the environment variable PYPI_UNSET is not set
+                gantry.toml:8:11: secret 'RETRIES' of project 'a/b' must be a string, found integer"#]],
         );
     }
 

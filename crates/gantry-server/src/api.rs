@@ -189,31 +189,38 @@ pub async fn cancel(State(app): State<Arc<App>>, Path(id): Path<i64>) -> ApiResu
             run.status
         )));
     }
-    match app.cancel_token(id) {
-        Some(token) => {
-            token.cancel();
-            // The runner records the end once the containers are gone; wait for it briefly
-            // so the answer shows the cancelled run.
-            for _ in 0..100 {
-                let run = find_run(&app, id).await?;
-                if run.status.is_finished() {
-                    return Ok(Json(run));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+    // A queued run is cancelled in the database, unless a runner claims it first: then its
+    // token appears at once, and the runner ends it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let token = loop {
+        if let Some(token) = app.cancel_token(id) {
+            break token;
         }
-        None => {
-            app.store
-                .finish_run(
-                    id,
-                    RunStatus::Cancelled,
-                    Some("cancelled before it started"),
-                )
-                .await?;
+        if app
+            .store
+            .cancel_queued_run(id, "cancelled before it started")
+            .await?
+        {
             app.hub.run_changed(id);
             app.metrics
                 .run_finished(&run.project, RunStatus::Cancelled, None);
+            return Ok(Json(find_run(&app, id).await?));
         }
+        let now = find_run(&app, id).await?;
+        if now.status.is_finished() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(now));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    token.cancel();
+    // The runner records the end once the containers are gone; wait for it briefly so the
+    // answer shows the cancelled run.
+    for _ in 0..100 {
+        let run = find_run(&app, id).await?;
+        if run.status.is_finished() {
+            return Ok(Json(run));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     Ok(Json(find_run(&app, id).await?))
 }

@@ -131,6 +131,22 @@ impl Store {
         found(done.rows_affected(), id)
     }
 
+    /// Cancels a run that is still queued, in one statement: `false` when it was no longer
+    /// queued (a runner claimed it in the meantime, or it had ended), and nothing changed.
+    pub async fn cancel_queued_run(&self, id: i64, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'cancelled', reason = ?, finished_at = ? \
+             WHERE id = ? AND status = 'queued'",
+        )
+        .bind(reason)
+        .bind(Utc::now())
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .context(|| format!("cancel queued run {id}"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The run `delivery` made, if it made one (a delivery makes at most one).
     pub async fn run_of_delivery(&self, delivery: i64) -> Result<Option<Run>> {
         let action = || format!("read the run of delivery {delivery}");

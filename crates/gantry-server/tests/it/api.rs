@@ -189,3 +189,40 @@ fn cancel_a_running_run_and_nothing_is_left() {
     let (_, log, _) = server.text(&format!("/api/v1/runs/{id}/stages/long/log"));
     assert!(log.contains("started"), "{log}");
 }
+
+/// With one slot taken, a second run waits in the queue; cancelling it there ends it at once and
+/// no runner picks it up afterwards.
+#[test]
+fn cancel_a_queued_run() {
+    if !docker_available() {
+        return;
+    }
+    let (repo, _) =
+        repo_with("stages:\n  - { name: long, image: local/busybox, commands: [\"sleep 300\"] }\n");
+    let server = TestServer::start_with(vec![project("demo/app", &repo.file_url())], 1);
+    let trigger = || {
+        let (status, run) = server.post(
+            "/api/v1/runs",
+            json!({"project": "demo/app", "branch": "main"}),
+        );
+        assert_eq!(status, 201, "{run}");
+        run["id"].as_i64().expect("id")
+    };
+    let first = trigger();
+    server.wait_run(first, 60, |r| r["status"] == "running");
+    let second = trigger();
+    let (status, run) = server.post(&format!("/api/v1/runs/{second}/cancel"), json!({}));
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        (run["status"].as_str(), run["reason"].as_str()),
+        (Some("cancelled"), Some("cancelled before it started")),
+        "{run:#}"
+    );
+    // The slot frees up; the cancelled run stays as it is.
+    let (status, _) = server.post(&format!("/api/v1/runs/{first}/cancel"), json!({}));
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, run) = server.get(&format!("/api/v1/runs/{second}"));
+    assert_eq!(run["status"], "cancelled", "{run:#}");
+    assert!(run["started_at"].is_null(), "{run:#}");
+}

@@ -527,3 +527,42 @@ async fn a_failed_run_is_numbered_but_never_queued() {
     );
     assert_eq!(db.store.claim_next_queued().await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn only_a_queued_run_is_cancelled_as_queued() {
+    let db = TestDb::new().await;
+    let queued = db.store.create_run(new_run("acme/web")).await.unwrap();
+    let claimed = db.store.create_run(new_run("acme/web")).await.unwrap();
+    // The runner claims the oldest: `queued` is running now; `claimed` still waits.
+    assert_eq!(
+        db.store.claim_next_queued().await.unwrap().map(|r| r.id),
+        Some(queued.id)
+    );
+    assert!(
+        !db.store
+            .cancel_queued_run(queued.id, "too late")
+            .await
+            .unwrap()
+    );
+    let running = db.store.get_run(queued.id).await.unwrap().unwrap();
+    assert_eq!((running.status, running.reason), (RunStatus::Running, None));
+
+    assert!(
+        db.store
+            .cancel_queued_run(claimed.id, "not wanted")
+            .await
+            .unwrap()
+    );
+    let cancelled = db.store.get_run(claimed.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(cancelled.reason.as_deref(), Some("not wanted"));
+    assert!(cancelled.finished_at.is_some());
+    // Once only, and never a claim after it.
+    assert!(
+        !db.store
+            .cancel_queued_run(claimed.id, "again")
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.store.claim_next_queued().await.unwrap(), None);
+}

@@ -78,14 +78,16 @@ impl Store {
             })?;
         }
 
-        // WAL lets reads run while a write is in progress; NORMAL syncs only at checkpoints, so
-        // a commit costs no fsync. A power cut may lose the last commits but never corrupts the
-        // file, and GitHub redelivers webhooks that were not acknowledged.
+        // WAL lets reads run while a write is in progress. FULL syncs the WAL at every commit:
+        // a webhook answered 202 is on disk, also across a power cut or a kernel crash (NORMAL
+        // would lose the last commits then, and GitHub does not redeliver what it saw
+        // accepted). It costs a fsync per commit: 4,000 deliveries from 16 callers went from
+        // 2,400/s to 850-1,050/s here; log lines, written in batches, did not measurably slow.
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let open_error = |source| Error::Open {

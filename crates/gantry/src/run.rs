@@ -133,7 +133,8 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
         tag: args.tag.clone(),
         commit_sha: head.map(|h| h.sha).unwrap_or_else(|| "0".repeat(40)),
         run_number: 1,
-        repo: pipeline.name.clone().unwrap_or(repo),
+        // The repository, as the server's GANTRY_REPO is its project: here the directory.
+        repo,
     };
 
     let env = |name: &str| std::env::var(name).ok();

@@ -241,6 +241,7 @@ fn env_interpolation_and_masked_secrets() {
     }
     let p = Project::new(
         r#"
+name: a label only
 env: { APP_ENV: test, LABEL: "app-${GANTRY_BRANCH}" }
 stages:
   - name: show
@@ -250,6 +251,7 @@ stages:
     commands:
       - echo "env=$APP_ENV label=$LABEL db=$DATABASE_URL ci=$CI event=$GANTRY_EVENT extra=$EXTRA"
       - echo "token=$API_TOKEN"
+      - echo "repo=$GANTRY_REPO"
       - "printf 'split: %s' \"${API_TOKEN%%-*}\"; sleep 0.5; printf '%s\\n' \"-${API_TOKEN#*-}\""
       - test "$API_TOKEN" = "s3cr3t-token-value"
 "#,
@@ -278,6 +280,9 @@ stages:
         r.debug()
     );
     assert!(lines.contains(&"token=***".to_string()), "{}", r.debug());
+    // The repository is the directory, whatever the pipeline's `name`.
+    let repo = p.path().file_name().expect("a name").to_string_lossy();
+    assert!(lines.contains(&format!("repo={repo}")), "{}", r.debug());
     // Printed in two writes half a second apart: two chunks, one line, still masked.
     assert!(lines.contains(&"split: ***".to_string()), "{}", r.debug());
     assert!(

@@ -32,7 +32,7 @@ impl Error {
 
 /// `url` with any user info (`user:password@`, or a token used as the user name) replaced by
 /// `***`, fit for messages and logs.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -85,6 +85,7 @@ mod tests {
         );
         check("git@github.com:acme/app.git", "git@github.com:acme/app.git");
         check("/srv/git/app.git", "/srv/git/app.git");
+        check("file:///srv/a@b", "file:///srv/a@b");
     }
 
     #[test]

@@ -11,6 +11,6 @@ mod local;
 mod mirror;
 
 pub use credentials::Credentials;
-pub use error::{Error, Result};
-pub use local::{GitIgnores, LocalHead, local_head};
+pub use error::{Error, Result, redact_url};
+pub use local::{GitIgnores, LocalHead, local_head, origin_url};
 pub use mirror::{CommitInfo, Mirror};

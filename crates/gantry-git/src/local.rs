@@ -26,6 +26,14 @@ pub fn local_head(dir: &Path) -> Option<LocalHead> {
     Some(LocalHead { sha, branch })
 }
 
+/// The URL of the `origin` remote of the repository `dir` is in, without credentials (for an
+/// image's `org.opencontainers.image.source`), or `None` without a repository or an origin.
+pub fn origin_url(dir: &Path) -> Option<String> {
+    let repo = git2::Repository::discover(dir).ok()?;
+    let origin = repo.find_remote("origin").ok()?;
+    origin.url().ok().map(crate::error::redact_url)
+}
+
 /// What git ignores in a working tree, as `git status` sees it: paths matched by
 /// `.gitignore` files, `.git/info/exclude` and `core.excludesFile`, except files git tracks
 /// (a tracked file stays in even when a pattern matches it, as in git).
@@ -154,6 +162,28 @@ mod tests {
             .status()
             .expect("git");
         assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn the_origin_url_loses_its_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        std::fs::create_dir(root.join("sub")).unwrap();
+        assert_eq!(origin_url(&root.join("sub")), None, "no origin yet");
+        git(
+            root,
+            &[
+                "remote",
+                "add",
+                "origin",
+                "https://ci:ghp_s3cret@github.com/acme/backend.git",
+            ],
+        );
+        assert_eq!(
+            origin_url(&root.join("sub")).as_deref(),
+            Some("https://***@github.com/acme/backend.git")
+        );
     }
 
     #[test]

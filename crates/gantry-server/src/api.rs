@@ -20,20 +20,9 @@ pub async fn projects(State(app): State<Arc<App>>) -> Json<Value> {
         .config
         .projects
         .iter()
-        .map(|p| json!({ "name": p.name, "clone_url": redact_url(&p.clone_url), "pipeline": p.pipeline }))
+        .map(|p| json!({ "name": p.name, "clone_url": gantry_git::redact_url(&p.clone_url), "pipeline": p.pipeline }))
         .collect();
     Json(json!({ "projects": projects }))
-}
-
-/// A clone URL without any password or token written into it.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://***@{host}"),
-            _ => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }
 
 #[derive(Deserialize)]
@@ -267,26 +256,4 @@ pub async fn deliveries(
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     let deliveries = app.store.list_deliveries(limit).await?;
     Ok(Json(json!({ "deliveries": deliveries })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("https://user:tok@github.com/a/b.git"),
-            "https://***@github.com/a/b.git"
-        );
-        assert_eq!(
-            redact_url("https://github.com/a/b.git"),
-            "https://github.com/a/b.git"
-        );
-        assert_eq!(redact_url("file:///srv/a@b"), "file:///srv/a@b");
-        assert_eq!(
-            redact_url("git@github.com:a/b.git"),
-            "git@github.com:a/b.git"
-        );
-    }
 }

@@ -198,7 +198,7 @@ async fn prepare_and_run(
         archive,
         registries: crate::wiring::registry_auths(&app.config),
         deployer: Arc::new(crate::wiring::kube_deployer(&app.config)),
-        source_url: crate::api::redact_url(&project.clone_url),
+        source_url: gantry_git::redact_url(&project.clone_url),
     };
     let names = stage_names(&plan.pipeline);
     let (tx, rx) = mpsc::channel(4096);

@@ -184,7 +184,9 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
         archive,
         registries: gantry_server::registry_auths(&config),
         deployer: Arc::new(gantry_server::kube_deployer(&config)),
-        source_url: dir.display().to_string(),
+        // Where the image's source lives: the origin remote (as the server gives the clone
+        // URL), else the directory.
+        source_url: gantry_git::origin_url(&dir).unwrap_or_else(|| dir.display().to_string()),
     };
     let (tx, mut rx) = mpsc::channel(1024);
     let engine = tokio::spawn(gantry_engine::execute(Arc::new(docker), plan, tx, cancel));

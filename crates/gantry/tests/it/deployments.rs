@@ -263,7 +263,7 @@ fn a_build_is_deployed_by_its_digest() {
 }
 
 /// Removes the images a test built from the Docker host when dropped.
-struct RemoveImages(Vec<String>);
+pub(crate) struct RemoveImages(pub(crate) Vec<String>);
 
 impl Drop for RemoveImages {
     fn drop(&mut self) {

@@ -510,3 +510,69 @@ fn an_invalid_pipeline_is_not_run() {
     assert_eq!(r.code, Some(2), "{}", r.debug());
     assert!(r.stderr.contains(".gantry.yml:2:"), "{}", r.debug());
 }
+
+/// A `build` stage under `gantry run`: built from the working tree, not pushed (`push: false`),
+/// told in the summary, labelled with the origin remote (without its credentials) as source.
+#[test]
+fn a_build_stage_builds_from_the_working_tree() {
+    if !docker_available() {
+        return;
+    }
+    let p = Project::new(
+        "stages:\n  - name: image\n    build: { image: gantry-it/run-build, tags: [\"${GANTRY_SHORT_SHA}\"], push: false }\n",
+    );
+    std::fs::write(
+        p.path().join("Dockerfile"),
+        "FROM local/busybox\nCOPY hello.txt /hello.txt\n",
+    )
+    .expect("Dockerfile");
+    std::fs::write(p.path().join("hello.txt"), "from the working tree\n").expect("file");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(p.path())
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "first"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://ci:ghp_s3cret@github.com/acme/backend.git",
+    ]);
+    let short = git(&["rev-parse", "--short=8", "HEAD"]);
+    let image = format!("gantry-it/run-build:{short}");
+    let _cleanup = crate::deployments::RemoveImages(vec![image.clone()]);
+
+    let r = p.run(&["run"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert!(
+        r.stdout.contains(&format!("\nimage: built {image}")),
+        "{}",
+        r.debug()
+    );
+    let inspect = std::process::Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"org.opencontainers.image.source\"}} {{index .Config.Labels \"org.opencontainers.image.revision\"}}",
+            &image,
+        ])
+        .output()
+        .expect("docker inspect");
+    let labels = String::from_utf8_lossy(&inspect.stdout);
+    let revision = git(&["rev-parse", "HEAD"]);
+    assert_eq!(
+        labels.trim(),
+        format!("https://***@github.com/acme/backend.git {revision}")
+    );
+    assert!(!r.stdout.contains("ghp_s3cret") && !r.stderr.contains("ghp_s3cret"));
+}
+

@@ -424,3 +424,82 @@ impl Served {
         }
     }
 }
+
+/// The README's main command: `gantry serve` with no configuration at all starts on SQLite in
+/// `./gantry-data`, writes a fresh admin token there (mode 0600) and says where; a bad
+/// `./gantry.toml` stops it before it listens, with the file and line.
+#[test]
+fn serve_without_configuration_and_with_a_bad_one() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = Command::new(gantry_bin())
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("GANTRY_ADMIN_TOKEN")
+        .env_remove("GANTRY_DATA_DIR")
+        .env_remove("GANTRY_DATABASE_URL")
+        .env("GANTRY_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gantry serve");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut said = String::new();
+    while !said.contains("admin token: ") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("stderr") == 0 {
+            break;
+        }
+        said.push_str(&line);
+    }
+    let token_file = dir.path().join("gantry-data/admin-token");
+    let token = std::fs::read_to_string(&token_file).unwrap_or_default();
+    let mode = std::fs::metadata(&token_file).map(|m| m.permissions().mode() & 0o777);
+    let health = ureq::get(format!("http://127.0.0.1:{port}/healthz")).call();
+    let runs = ureq::get(format!("http://127.0.0.1:{port}/api/v1/runs"))
+        .header("Authorization", format!("Bearer {}", token.trim()))
+        .call();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let ended = child.wait().expect("wait");
+    assert!(
+        said.contains(&format!("gantry listening on http://127.0.0.1:{port}")),
+        "{said}"
+    );
+    assert!(
+        said.contains("admin token: gantry-data/admin-token"),
+        "{said}"
+    );
+    assert!(token.trim().len() >= 32, "a generated token: {token:?}");
+    assert_eq!(mode.ok(), Some(0o600));
+    assert!(dir.path().join("gantry-data/gantry.db").exists());
+    assert_eq!(health.map(|r| r.status().as_u16()).ok(), Some(200));
+    assert_eq!(runs.map(|r| r.status().as_u16()).ok(), Some(200));
+    assert!(ended.success(), "a clean stop on SIGTERM: {ended:?}");
+
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        "[server]\nlisten = \"127.0.0.1:1\"\nmax_parallel_runs = 0\n",
+    )
+    .expect("config");
+    let refused = Command::new(gantry_bin())
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("GANTRY_LISTEN")
+        .output()
+        .expect("gantry serve");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("gantry.toml:3:21: max_parallel_runs must be at least 1, not 0")
+            && stderr.contains("the server did not start"),
+        "{stderr}"
+    );
+}

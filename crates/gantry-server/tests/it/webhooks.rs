@@ -439,3 +439,45 @@ fn a_delivery_whose_run_was_made_before_a_crash_makes_no_second_run() {
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(runs[0]["id"], delivery["run_id"]);
 }
+
+/// A tag push is the event `tag`, matched against `on.tag.tags`; the run sees its tag.
+#[test]
+fn a_tag_push_runs_as_a_tag_event() {
+    if !docker_available() {
+        return;
+    }
+    let (repo, _) = repo_with(
+        "on: { push: { branches: [main] }, tag: { tags: [\"v*\"] } }\nstages:\n  - { name: hello, image: local/busybox, commands: [\"echo event=$GANTRY_EVENT tag=$GANTRY_TAG branch=$GANTRY_BRANCH\"] }\n",
+    );
+    repo.tag("v1.2.0");
+    repo.tag("nightly");
+    let sha = repo.rev_parse("HEAD");
+    let server = TestServer::start(vec![project("demo/app", &repo.file_url())]);
+    let push = |guid: &str, git_ref: &str| {
+        let (status, body) = server.push(guid, "demo/app", &repo.file_url(), git_ref, &sha);
+        assert_eq!(status, 202, "{body}");
+        server.wait_delivery(guid)
+    };
+    let delivery = push("g-tag", "refs/tags/v1.2.0");
+    assert_eq!(delivery["outcome"], "run #1 queued", "{delivery:#}");
+    let run = server.wait_finished(delivery["run_id"].as_i64().expect("a run"));
+    assert_eq!(run["status"], "success", "{run:#}");
+    assert_eq!(
+        (
+            run["event"].as_str(),
+            run["tag"].as_str(),
+            run["branch"].as_str()
+        ),
+        (Some("tag"), Some("v1.2.0"), None),
+        "{run:#}"
+    );
+    let (_, log, _) = server.text(&format!("/api/v1/runs/{}/stages/hello/log", run["id"]));
+    assert!(log.contains("event=tag tag=v1.2.0 branch=\n"), "{log}");
+
+    let delivery = push("g-other-tag", "refs/tags/nightly");
+    assert_eq!(
+        delivery["outcome"], "tag 'nightly' not in on.tag.tags [v*]",
+        "{delivery:#}"
+    );
+    assert!(delivery["run_id"].is_null());
+}

@@ -575,4 +575,3 @@ fn a_build_stage_builds_from_the_working_tree() {
     );
     assert!(!r.stdout.contains("ghp_s3cret") && !r.stderr.contains("ghp_s3cret"));
 }
-

@@ -18,6 +18,8 @@ pub(crate) struct Served {
     child: Option<Child>,
     port: u16,
     config: PathBuf,
+    /// `DOCKER_HOST` for the server, when not the machine's engine.
+    docker_host: Option<String>,
 }
 
 impl Served {
@@ -27,6 +29,15 @@ impl Served {
 
     /// With `extra` appended to gantry.toml (`[[cluster]]`, `[[registry]]`).
     pub(crate) fn start_with(dir: &Path, clone_url: &str, extra: &str) -> Served {
+        Served::launch(dir, clone_url, extra, None)
+    }
+
+    /// With its Docker engine at `docker_host`.
+    fn start_on_engine(dir: &Path, clone_url: &str, docker_host: &str) -> Served {
+        Served::launch(dir, clone_url, "", Some(docker_host.to_owned()))
+    }
+
+    fn launch(dir: &Path, clone_url: &str, extra: &str, docker_host: Option<String>) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("port")
@@ -45,13 +56,18 @@ impl Served {
             child: None,
             port,
             config,
+            docker_host,
         };
         served.spawn();
         served
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(gantry_bin())
+        let mut command = Command::new(gantry_bin());
+        if let Some(host) = &self.docker_host {
+            command.env("DOCKER_HOST", host);
+        }
+        let child = command
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("GANTRY_ADMIN_TOKEN", TOKEN)
@@ -501,5 +517,54 @@ fn serve_without_configuration_and_with_a_bad_one() {
         stderr.contains("gantry.toml:3:21: max_parallel_runs must be at least 1, not 0")
             && stderr.contains("the server did not start"),
         "{stderr}"
+    );
+}
+
+/// Without a Docker engine the server still starts, is not ready (`/readyz` 503, naming the
+/// engine), and a run ends in `error` saying where it looked.
+#[test]
+fn without_docker_the_server_is_not_ready_and_runs_say_why() {
+    let dir = tempfile::tempdir().expect("dir");
+    let repo = FixtureRepo::new();
+    repo.write(
+        ".gantry.yml",
+        "stages:\n  - { name: a, image: local/busybox, commands: [true] }\n",
+    );
+    repo.commit("first");
+    let host = "unix:///nonexistent/docker.sock";
+    let served = Served::start_on_engine(dir.path(), &repo.file_url(), host);
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut ready = agent
+        .get(format!("http://127.0.0.1:{}/readyz", served.port))
+        .call()
+        .expect("readyz");
+    let status = ready.status().as_u16();
+    let body: Value =
+        serde_json::from_str(&ready.body_mut().read_to_string().expect("body")).expect("JSON");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        (body["ready"].as_bool(), body["database"].as_str()),
+        (Some(false), Some("ok"))
+    );
+    assert!(
+        body["docker"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("cannot reach Docker at {host}")),
+        "{body}"
+    );
+
+    let run = served.json(&["trigger", "demo/app", "--branch", "main"]);
+    let run = served.wait(&run["id"].to_string(), finished);
+    assert_eq!(run["status"], "error", "{run:#}");
+    assert!(
+        run["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("cannot reach Docker at {host}")),
+        "{run:#}"
     );
 }

@@ -201,3 +201,87 @@ fn the_example_app_ships_and_a_crashing_version_is_rolled_back() {
         );
     }
 }
+
+/// The example's manifests fit together as the README's chain needs: the Service selects the
+/// Deployment's pods and names their port, the ServiceMonitor selects the Service and scrapes
+/// that port by name and carries kube-prometheus-stack's `release` label, and the Deployment
+/// and its container are the ones the pipeline's deploy stage names.
+#[test]
+fn the_example_manifests_agree_with_each_other_and_the_pipeline() {
+    let yaml = |name: &str| -> Value {
+        yaml_serde::from_str(&example_file(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let deployment = yaml("k8s/deployment.yaml");
+    let service = yaml("k8s/service.yaml");
+    let monitor = yaml("k8s/servicemonitor.yaml");
+    let pipeline = gantry_pipeline::parse(".gantry.yml", &example_file(".gantry.yml"))
+        .unwrap_or_else(|d| panic!("{d}"));
+
+    assert_eq!(
+        (
+            deployment["kind"].as_str(),
+            service["kind"].as_str(),
+            monitor["kind"].as_str()
+        ),
+        (Some("Deployment"), Some("Service"), Some("ServiceMonitor"))
+    );
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let selects = |selector: &Value, labels: &Value| {
+        selector
+            .as_object()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| &labels[k] == v))
+    };
+    assert!(selects(
+        &deployment["spec"]["selector"]["matchLabels"],
+        pod_labels
+    ));
+    assert!(
+        selects(&service["spec"]["selector"], pod_labels),
+        "{service:#}"
+    );
+    assert!(
+        selects(
+            &monitor["spec"]["selector"]["matchLabels"],
+            &service["metadata"]["labels"]
+        ),
+        "{monitor:#}"
+    );
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let port = container["ports"][0]["name"]
+        .as_str()
+        .expect("a named container port");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], port);
+    let service_port = service["spec"]["ports"][0]["name"]
+        .as_str()
+        .expect("a named port");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], service_port);
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    for manifest in [&deployment, &service, &monitor] {
+        assert_eq!(manifest["metadata"]["namespace"], "demo");
+    }
+
+    let deploy = pipeline
+        .stages
+        .iter()
+        .find_map(|s| match &s.kind {
+            gantry_pipeline::StageKind::Deploy(d) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("a deploy stage");
+    assert_eq!(
+        (
+            deploy.namespace.as_str(),
+            deploy.deployment.as_str(),
+            deploy.container.as_deref()
+        ),
+        (
+            "demo",
+            deployment["metadata"]["name"].as_str().unwrap_or_default(),
+            container["name"].as_str()
+        )
+    );
+}

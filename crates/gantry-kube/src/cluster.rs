@@ -42,7 +42,8 @@ pub struct ClusterConfig {
     /// The name errors and logs use, e.g. "prod".
     pub name: String,
     /// A kubeconfig file; None (and not `in_cluster`) means the default one: `$KUBECONFIG` or
-    /// `~/.kube/config`.
+    /// `~/.kube/config`, or in a pod without either (and without a `context`), the pod's service
+    /// account, as kubectl does.
     pub kubeconfig: Option<PathBuf>,
     /// A context of the kubeconfig; None means its current context.
     pub context: Option<String>,
@@ -79,6 +80,11 @@ impl Cluster {
         let source = match (&cfg.kubeconfig, cfg.in_cluster) {
             (_, true) => "the in-cluster service account".to_owned(),
             (Some(path), false) => format!("kubeconfig {}", path.display()),
+            (None, false) if cfg.context.is_none() => {
+                "the default kubeconfig ($KUBECONFIG or ~/.kube/config), or in a pod without one, \
+                 the in-cluster service account"
+                    .to_owned()
+            }
             (None, false) => "the default kubeconfig ($KUBECONFIG or ~/.kube/config)".to_owned(),
         };
         let bad = |err: &dyn std::fmt::Display| {
@@ -94,6 +100,9 @@ impl Cluster {
             Config::from_custom_kubeconfig(kubeconfig, &options)
                 .await
                 .map_err(|err| bad(&err))?
+        } else if cfg.context.is_none() {
+            // As kubectl does: the kubeconfig, else (in a pod) the service account.
+            Config::infer().await.map_err(|err| bad(&err))?
         } else {
             Config::from_kubeconfig(&options)
                 .await

@@ -274,3 +274,41 @@ impl Drop for RemoveImages {
         }
     }
 }
+
+/// `gantry run` with a deploy stage that names no cluster: the default kubeconfig
+/// (`$KUBECONFIG`) is the cluster, as for kubectl; without one, the error says where it looked.
+#[test]
+fn a_deploy_stage_without_a_cluster_uses_the_default_kubeconfig() {
+    // `gantry run` connects to Docker before anything else.
+    if !docker_available() {
+        return;
+    }
+    let emulator = shop_backend(&["backend:1"]);
+    let project = crate::support::Project::new(&format!(
+        "stages:\n  - name: ship\n    deploy: {{ namespace: {NS}, deployment: {NAME}, image: \"backend:2\", timeout: 60s }}\n"
+    ));
+    let home = tempfile::tempdir().expect("home");
+    let run = |kubeconfig: Option<&Path>| {
+        let mut command = project.gantry(&["run"]);
+        command.env("HOME", home.path()).env_remove("KUBECONFIG");
+        if let Some(path) = kubeconfig {
+            command.env("KUBECONFIG", path);
+        }
+        Run::from(command.output().expect("gantry run"))
+    };
+
+    let shipped = run(Some(emulator.kubeconfig_path()));
+    assert_eq!(shipped.code, Some(0), "{}", shipped.debug());
+    emulator.wait_for_rollout(NS, NAME, Duration::from_secs(10));
+    assert_eq!(image(&emulator), "backend:2");
+
+    let nowhere = run(None);
+    assert_eq!(nowhere.code, Some(1), "{}", nowhere.debug());
+    assert!(
+        nowhere.stdout.contains(
+            "cannot configure cluster 'default' from the default kubeconfig ($KUBECONFIG or ~/.kube/config), or in a pod without one, the in-cluster service account: "
+        ),
+        "{}",
+        nowhere.debug()
+    );
+}

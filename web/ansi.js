@@ -1,11 +1,19 @@
 // Terminal output to styled spans: SGR colours (16, 256 and truecolour), bold, dim, italic,
 // underline, strike-through and inverse; carriage returns and erase-line collapse progress bars to
-// their last state, as a terminal shows them. Pure functions, no DOM except `toFragment`.
+// their last state, as a terminal shows them. A style set on one line holds on the next ones until
+// it is reset, as in a terminal: `parse` takes the style a line starts with and `endStyle` gives the
+// one it leaves. Pure functions, no DOM except `toFragment`.
+//
+// The server's search draws lines the same way (`shown_text` in
+// crates/gantry-store/src/log_search.rs): what the one shows, the other finds. Change them together.
 "use strict";
 
 const GantryAnsi = (() => {
   const PLAIN = /^[^\x1b\r\b\t\x00-\x08\x0b-\x1f\x7f]*$/;
   const EMPTY_STYLE = Object.freeze({});
+  // The cursor moves right no further than this, or than the text written, if longer: a terminal
+  // stops at its right edge, and a line cannot make us allocate much beyond its own length.
+  const MAX_CURSOR_COLUMN = 1024;
 
   // The xterm 256-colour cube and grey ramp; 0-15 come from the theme (CSS classes).
   function color256(n) {
@@ -65,20 +73,21 @@ const GantryAnsi = (() => {
     return Object.keys(s).length === 0 ? EMPTY_STYLE : Object.freeze(s);
   }
 
-  // Parses one line into cells, as a terminal would draw it, and groups them into segments
-  // [{text, style}]. `\r` returns to column 0 and later text overwrites; `ESC[K` erases.
-  function parse(line) {
-    if (PLAIN.test(line)) return line === "" ? [] : [{ text: line, style: EMPTY_STYLE }];
+  // Draws one line, starting in `style`, into cells as a terminal would, and groups them into
+  // segments [{text, style}]; returns them with the style in force at the end of the line. `\r`
+  // returns to column 0 and later text overwrites; `ESC[K` erases. A cell holds one code point.
+  function draw(line, style) {
+    if (PLAIN.test(line)) return { segments: line === "" ? [] : [{ text: line, style }], end: style };
     const chars = [];
     const styles = [];
     let col = 0;
-    let style = EMPTY_STYLE;
     const put = (ch) => {
       while (chars.length < col) { chars.push(" "); styles.push(EMPTY_STYLE); }
       chars[col] = ch;
       styles[col] = style;
       col++;
     };
+    const rightEdge = () => Math.max(chars.length, col, MAX_CURSOR_COLUMN);
     for (let i = 0; i < line.length; i++) {
       const c = line.charCodeAt(i);
       if (c === 0x1b) {
@@ -95,9 +104,9 @@ const GantryAnsi = (() => {
             if (mode === 0) { chars.length = Math.min(chars.length, col); styles.length = chars.length; }
             else if (mode === 1) { for (let k = 0; k < Math.min(col + 1, chars.length); k++) { chars[k] = " "; styles[k] = EMPTY_STYLE; } }
             else if (mode === 2) { chars.length = 0; styles.length = 0; }
-          } else if (final === "G") col = Math.max(0, (nums[0] || 1) - 1);
-          else if (final === "C") col += nums[0] || 1;
-          else if (final === "D") col = Math.max(0, col - (nums[0] || 1));
+          } else if (final === "G") col = Math.min(Math.max(0, (nums[0] || 1) - 1), rightEdge());
+          else if (final === "C") col = Math.min(col + Math.max(1, nums[0] || 1), rightEdge());
+          else if (final === "D") col = Math.max(0, col - Math.max(1, nums[0] || 1));
           i = j;
         } else if (next === "]") {
           // OSC (titles, hyperlinks): skipped up to BEL or ST.
@@ -105,7 +114,12 @@ const GantryAnsi = (() => {
           while (j < line.length && line[j] !== "\x07" && !(line[j] === "\x1b" && line[j + 1] === "\\")) j++;
           i = line[j] === "\x1b" ? j + 1 : j;
         } else {
-          i += 1;
+          // Other escapes: intermediates in " ".."/" and one final in "0".."~" (`ESC ( B` from
+          // `tput sgr0`, `ESC 7`); anything else after ESC is drawn as usual.
+          let j = i + 1;
+          while (j < line.length && line.charCodeAt(j) >= 0x20 && line.charCodeAt(j) <= 0x2f) j++;
+          const f = line.charCodeAt(j);
+          i = f >= 0x30 && f <= 0x7e ? j : j - 1;
         }
       } else if (c === 0x0d) {
         col = 0;
@@ -116,6 +130,9 @@ const GantryAnsi = (() => {
         while (col < stop) put(" ");
       } else if (c < 0x20 || c === 0x7f) {
         // Other control characters draw nothing.
+      } else if (c >= 0xd800 && c <= 0xdbff && i + 1 < line.length) {
+        put(line.slice(i, i + 2)); // a surrogate pair: one code point, one cell
+        i++;
       } else {
         put(line[i]);
       }
@@ -126,7 +143,17 @@ const GantryAnsi = (() => {
       if (last && last.style === styles[k]) last.text += chars[k];
       else segments.push({ text: chars[k], style: styles[k] });
     }
-    return segments;
+    return { segments, end: style };
+  }
+
+  // The segments of one line that starts in `style` (plain by default).
+  function parse(line, style = EMPTY_STYLE) {
+    return draw(line, style).segments;
+  }
+
+  // The style in force after a line that starts in `style`.
+  function endStyle(line, style = EMPTY_STYLE) {
+    return line.indexOf("\x1b") === -1 ? style : draw(line, style).end;
   }
 
   // The text a line shows, without escapes.
@@ -187,9 +214,9 @@ const GantryAnsi = (() => {
     if (style.strike) el.classList.add("a-s");
   }
 
-  // A line as DOM nodes: styled spans, with the search matches in <mark>.
-  function toFragment(line, needle) {
-    let segments = parse(line);
+  // A line that starts in `style` as DOM nodes: styled spans, with the search matches in <mark>.
+  function toFragment(line, needle, style = EMPTY_STYLE) {
+    let segments = parse(line, style);
     if (needle) segments = mark(segments, find(segments.map((s) => s.text).join(""), needle));
     const frag = document.createDocumentFragment();
     for (const seg of segments) {
@@ -205,5 +232,5 @@ const GantryAnsi = (() => {
     return frag;
   }
 
-  return { parse, plain, mark, find, toFragment, color256 };
+  return { parse, endStyle, plain, mark, find, toFragment, color256, EMPTY_STYLE };
 })();

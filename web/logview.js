@@ -1,6 +1,14 @@
 // A stage's log of any length: only the lines on screen exist in the page (virtual scrolling with a
 // fixed line height), fetched by sequence number in chunks and converted from ANSI as they are
 // drawn. Past a few million pixels the scrollbar is scaled, since browsers cap element heights.
+//
+// A colour holds from the line that sets it to the line that resets it, as in a terminal, so the
+// style a line starts with depends on every line before it. Checkpoints keep that cheap: the style
+// at the start of each chunk, carried over from the end of the chunk before. A chunk's lines are
+// folded once (`starts`, cached per chunk), and a chunk's checkpoint is kept once every chunk
+// before it has been read. When a chunk's predecessor has not been read (after a jump into the
+// middle of a long log), the run of read chunks it belongs to starts plain, as a guess; the lines
+// are drawn again when the guess becomes knowledge. Nothing is fetched just for the styles.
 "use strict";
 
 const GantryLogView = (() => {
@@ -28,13 +36,44 @@ const GantryLogView = (() => {
     return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
   }
 
+  function newChunk(fetchedAt) {
+    return { lines: [], count: 0, starts: null, startsFrom: null, fetching: false, fetchedAt };
+  }
+
+  function putLine(chunk, line) {
+    const i = (line.seq - 1) % CHUNK;
+    if (chunk.lines[i]) return;
+    chunk.lines[i] = line;
+    chunk.count++;
+    // The styles after this line were folded without it.
+    if (chunk.starts && chunk.starts.length > i + 1) chunk.starts.length = i + 1;
+  }
+
+  function isFull(chunk) {
+    return !!chunk && chunk.count === CHUNK;
+  }
+
+  // The style at the start of line `i` of `chunk` (i = CHUNK: after its last line) when the chunk
+  // starts with `style`; a missing line is taken to change nothing until it arrives.
+  function startStyle(chunk, style, i) {
+    if (chunk.startsFrom !== style) { chunk.startsFrom = style; chunk.starts = [style]; }
+    const starts = chunk.starts;
+    while (starts.length <= i) {
+      const j = starts.length - 1;
+      const line = chunk.lines[j];
+      starts.push(line ? GantryAnsi.endStyle(line.text, starts[j]) : starts[j]);
+    }
+    return starts[i];
+  }
+
   class LogView {
     // options: { fetchRange(from, to) -> Promise<{total, lines}>, search(q) -> Promise<{matches,
     // truncated}>, rawUrl, anchor(seq) -> "stage-x-L12", onFollow(bool) }
     constructor(options) {
       this.o = options;
       this.total = 0;
-      this.chunks = new Map(); // chunk index -> { lines: [], fetching, fetchedAt }
+      this.chunks = new Map(); // chunk index -> { lines: [], count, starts, fetching, fetchedAt }
+      this.checkpoints = new Map(); // chunk index -> style at its start, once known
       this.following = false;
       this.highlight = null; // seq
       this.needle = "";
@@ -153,10 +192,10 @@ const GantryLogView = (() => {
         const k = Math.floor((line.seq - 1) / CHUNK);
         let chunk = this.chunks.get(k);
         if (!chunk) {
-          chunk = { lines: [], fetching: false, fetchedAt: performance.now() };
+          chunk = newChunk(performance.now());
           this.chunks.set(k, chunk);
         }
-        chunk.lines[(line.seq - 1) % CHUNK] = line;
+        putLine(chunk, line);
       }
       const last = lines[lines.length - 1];
       if (last) this.setTotal(last.seq);
@@ -168,6 +207,26 @@ const GantryLogView = (() => {
       return chunk ? chunk.lines[(seq - 1) % CHUNK] : undefined;
     }
 
+    // The style line `seq` starts with (its chunk must be there).
+    styleAt(seq) {
+      const k = Math.floor((seq - 1) / CHUNK);
+      return startStyle(this.chunks.get(k), this.chunkStyle(k), (seq - 1) % CHUNK);
+    }
+
+    // The style chunk `k` starts with: its checkpoint, or carried over from the nearest one
+    // through the full chunks before it, or plain (a guess) if the chunk before is missing.
+    chunkStyle(k) {
+      let from = k;
+      while (from > 0 && !this.checkpoints.has(from) && isFull(this.chunks.get(from - 1))) from--;
+      const known = from === 0 || this.checkpoints.has(from);
+      let style = this.checkpoints.get(from) || GantryAnsi.EMPTY_STYLE;
+      for (let m = from; m < k; m++) {
+        style = startStyle(this.chunks.get(m), style, CHUNK);
+        if (known) this.checkpoints.set(m + 1, style);
+      }
+      return style;
+    }
+
     // Makes sure the chunks of lines [from, to] are (being) fetched.
     want(from, to) {
       for (let k = Math.floor((from - 1) / CHUNK); k <= Math.floor((to - 1) / CHUNK); k++) {
@@ -176,7 +235,7 @@ const GantryLogView = (() => {
         const complete = chunk && (() => { for (let s = Math.max(from, k * CHUNK + 1); s <= Math.min(to, end); s++) if (!chunk.lines[(s - 1) % CHUNK]) return false; return true; })();
         if (complete || (chunk && chunk.fetching)) continue;
         if (chunk && performance.now() - chunk.fetchedAt < 300) continue;
-        if (!chunk) { chunk = { lines: [], fetching: false, fetchedAt: 0 }; this.chunks.set(k, chunk); }
+        if (!chunk) { chunk = newChunk(0); this.chunks.set(k, chunk); }
         this.fetchChunk(k, chunk);
       }
       this.evict(from);
@@ -186,7 +245,7 @@ const GantryLogView = (() => {
       chunk.fetching = true;
       try {
         const page = await this.o.fetchRange(k * CHUNK + 1, (k + 1) * CHUNK);
-        for (const line of page.lines) chunk.lines[(line.seq - 1) % CHUNK] = line;
+        for (const line of page.lines) putLine(chunk, line);
         chunk.fetchedAt = performance.now();
         if (page.total > this.total) this.setTotal(page.total);
       } catch (e) {
@@ -260,7 +319,8 @@ const GantryLogView = (() => {
         if (seq > to) { r.row.hidden = true; r.row._seq = 0; return; }
         r.row.hidden = false;
         const line = this.lineAt(seq);
-        const key = line ? `${seq}|${this.needle}|${this.highlight === seq}` : `${seq}|loading`;
+        const style = line ? this.styleAt(seq) : null;
+        const key = line ? `${seq}|${this.needle}|${this.highlight === seq}|${JSON.stringify(style)}` : `${seq}|loading`;
         if (!line) complete = false;
         if (r.row._key === key) return;
         r.row._key = key;
@@ -274,7 +334,7 @@ const GantryLogView = (() => {
         r.row.classList.toggle("err", !!line && line.stream === "stderr");
         r.row.classList.toggle("sys", !!line && line.stream === "system");
         r.ts.textContent = line ? clock(line.at) : "";
-        r.tx.replaceChildren(line ? GantryAnsi.toFragment(line.text, this.needle) : "");
+        r.tx.replaceChildren(line ? GantryAnsi.toFragment(line.text, this.needle, style) : "");
       });
       if (complete && !this.firstPaint) {
         this.firstPaint = true;

@@ -5,7 +5,8 @@
 //! SameSite=Strict) instead of keeping the token in JavaScript. Requests with the cookie that
 //! change something must come from the UI's own origin (`Origin`, or `Referer` when a browser
 //! sends no `Origin`) and carry the session's CSRF token in `X-CSRF-Token`. `Authorization:
-//! Bearer` keeps working for the CLI. Sessions live in memory: a restart logs browsers out.
+//! Bearer` keeps working for the CLI. Sessions are stored in the database by the SHA-256 of their
+//! cookie and last 12 hours, so a restart logs nobody out.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};

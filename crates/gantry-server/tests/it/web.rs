@@ -1,5 +1,6 @@
 //! The web UI in a real headless Chromium: login, live logs from real containers, colours and
-//! progress bars, cancel and re-run, a million-line-class log, and the CSRF defences.
+//! progress bars, cancel and re-run, a million-line-class log with its tools (colours carried
+//! across lines and pages, search, follow, timestamps, download), and the CSRF defences.
 //! Screenshots of the main pages land in `target/screenshots/`.
 
 use std::io::{Read, Write};
@@ -45,6 +46,33 @@ fn row_text(seq: i64) -> String {
         "const a = [...document.querySelectorAll('.log-row:not([hidden]) .ln')].find(a => a.textContent === '{seq}');
          return a ? a.parentElement.querySelector('.tx').textContent : null;"
     )
+}
+
+/// The classes of the pieces of the row showing line `seq`: one per styled span, `""` for plain
+/// text; `[""]` is a plain line.
+fn row_styles(browser: &Browser, seq: i64) -> Value {
+    browser.wait_for(
+        &format!("line {seq} on screen"),
+        &format!(
+            "const a = [...document.querySelectorAll('.log-row:not([hidden]) .ln')].find(a => a.textContent === '{seq}');
+             return a && [...a.parentElement.querySelector('.tx').childNodes].map(n => n.nodeType === 1 ? n.className : '');"
+        ),
+        WAIT,
+    )
+}
+
+/// Waits until the search says `label` ("2 / 3") and shows line `seq` highlighted, with the
+/// match marked.
+fn wait_for_match(browser: &Browser, label: &str, seq: i64) {
+    browser.wait_for(
+        &format!("search result {label} on line {seq}"),
+        &format!(
+            "const r = document.querySelector('.log-row.hl');
+             return document.querySelector('.log-matches').textContent === '{label}'
+                 && !!r && r.querySelector('.ln').textContent === '{seq}' && !!r.querySelector('mark');"
+        ),
+        WAIT,
+    );
 }
 
 #[test]
@@ -477,10 +505,69 @@ fn a_huge_log_opens_at_once_jumps_to_its_end_permalinks_and_searches() {
     assert_eq!(painted, json!(1));
     screenshot(&browser, "huge-log");
 
+    // Line 1 turns red and line 3 resets: line 2, which says nothing about colour, is red.
+    assert_eq!(row_styles(&browser, 1), json!(["a-f1"]));
+    assert_eq!(row_styles(&browser, 2), json!(["a-f1"]));
+    assert_eq!(row_styles(&browser, 3), json!([""]));
+
+    // Timestamps are hidden until asked for.
+    let times = "const ts = document.querySelector('.log-row:not([hidden]) .ts');
+        return [getComputedStyle(ts).display, ts.textContent];";
+    let hidden = browser.execute(times, vec![]);
+    assert_eq!(hidden[0], "none", "{hidden}");
+    browser.click(".log-tools input[type=checkbox]");
+    let shown = browser.execute(times, vec![]);
+    assert_ne!(shown[0], "none", "{shown}");
+    let clock = shown[1].as_str().unwrap_or_default();
+    assert!(
+        clock.len() == 12
+            && clock
+                .chars()
+                .all(|c| c.is_ascii_digit() || ":.".contains(c)),
+        "HH:MM:SS.mmm: {clock:?}"
+    );
+
+    let download = browser.execute(
+        "const a = [...document.querySelectorAll('.log-tools a')].find(a => a.textContent === 'Download raw');
+         return [a.getAttribute('href'), a.hasAttribute('download')];",
+        vec![],
+    );
+    assert_eq!(
+        download,
+        json!([format!("/api/v1/runs/{id}/stages/big/raw"), true])
+    );
+
     browser.click("[data-action=end]");
     let last = browser.wait_for("the last line", &row_text(LINES), WAIT);
     assert_eq!(last, format!("line {LINES} of the big log"));
     screenshot(&browser, "huge-log-end");
+
+    // Following stops when the reader scrolls up and starts again at the bottom.
+    let following = |on: bool| {
+        browser.wait_for(
+            &format!("following {}", if on { "on" } else { "off" }),
+            &format!(
+                "return document.querySelector('[data-action=follow]').getAttribute('aria-pressed') === '{on}'"
+            ),
+            WAIT,
+        );
+    };
+    following(true);
+    browser.execute("document.querySelector('.log-scroll').focus()", vec![]);
+    browser.press("\u{E00E}"); // PageUp
+    following(false);
+    browser.wait_for(
+        "the end of the smooth scroll up",
+        "const s = document.querySelector('.log-scroll'); const top = s.scrollTop;
+         const settled = window.__top === top; window.__top = top;
+         return settled && top < s.scrollHeight - 1.5 * s.clientHeight;",
+        WAIT,
+    );
+    browser.execute(
+        "const s = document.querySelector('.log-scroll'); s.scrollTop = s.scrollHeight;",
+        vec![],
+    );
+    following(true);
 
     let url = format!("{}/runs/{id}#stage-big-L150000", server.base);
     browser.goto(&url);
@@ -490,21 +577,28 @@ fn a_huge_log_opens_at_once_jumps_to_its_end_permalinks_and_searches() {
         WAIT,
     );
     assert_eq!(text, "line 150000 of the big log");
+    // Yellow from line 149,995 to 150,005 holds across the page boundary at 150,000, though the
+    // pages before were never read.
+    assert_eq!(row_styles(&browser, 149_994), json!([""]));
+    assert_eq!(row_styles(&browser, 150_000), json!(["a-f3"]));
+    assert_eq!(row_styles(&browser, 150_001), json!(["a-f3"]));
+    assert_eq!(row_styles(&browser, 150_005), json!([""]));
 
+    // Search finds what the page shows: a word split by a colour code, not one a progress bar
+    // overwrote. Enter and Shift+Enter or the buttons step through the matches, round the end.
     browser.type_into(".log-search", "needle-in-the-haystack\u{E007}");
-    let label = browser.wait_for(
-        "the search result",
-        "const t = document.querySelector('.log-matches').textContent; return /\\d+ \\/ \\d+/.test(t) && t",
-        WAIT,
-    );
-    assert_eq!(label, "1 / 1");
-    let found = browser.wait_for(
-        "the found line",
-        "const r = document.querySelector('.log-row.hl'); return r && r.querySelector('mark') && r.querySelector('.ln').textContent",
-        WAIT,
-    );
-    assert_eq!(found, "234567");
+    wait_for_match(&browser, "1 / 3", 100);
+    browser.click("[aria-label='Next match']");
+    wait_for_match(&browser, "2 / 3", 234_567);
     screenshot(&browser, "huge-log-search");
+    browser.type_into(".log-search", "\u{E007}");
+    wait_for_match(&browser, "3 / 3", LINES - 1);
+    browser.type_into(".log-search", "\u{E007}");
+    wait_for_match(&browser, "1 / 3", 100);
+    browser.type_into(".log-search", "\u{E008}\u{E007}"); // Shift+Enter
+    wait_for_match(&browser, "3 / 3", LINES - 1);
+    browser.click("[aria-label='Previous match']");
+    wait_for_match(&browser, "2 / 3", 234_567);
 }
 
 /// A finished run with one stage of `lines` lines, written straight into the server's database.
@@ -514,8 +608,15 @@ fn fill_huge_run(server: &TestServer, lines: i64) -> i64 {
         "demo/app",
         lines,
         |seq| match seq {
+            1 => "\x1b[31mline 1 of the big log".to_string(),
+            3 => "\x1b[0mline 3 of the big log".to_string(),
+            100 => "needle-in-the-\x1b[1mhaystack\x1b[0m, split by a colour code".to_string(),
+            200 => "needle-in-the-haystack\rOVERWRITTEN BY A PROGRESS BAR".to_string(),
+            149_995 => "\x1b[33mline 149995 of the big log".to_string(),
+            150_005 => "\x1b[39mline 150005 of the big log".to_string(),
             234_567 => "needle-in-the-haystack".to_string(),
-            s if s % 1000 == 0 => format!("\x1b[32mline {s} of the big log\x1b[0m"),
+            299_999 => "the last needle-in-the-haystack".to_string(),
+            s if s % 1000 == 500 => format!("\x1b[32mline {s} of the big log\x1b[0m"),
             s => format!("line {s} of the big log"),
         },
     )

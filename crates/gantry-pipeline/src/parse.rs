@@ -1231,22 +1231,7 @@ impl<'a> Validator<'a> {
 
     /// A duration that may be zero (`0s`: no grace at all).
     fn grace(&mut self, field: Field, ctx: &str) -> Option<Duration> {
-        let expected = "a duration like `0s`, `30s` or `5m`";
-        let text = &self.scalar(field, ctx, expected)?.text;
-        match parse_duration(text) {
-            Ok(duration) => Some(duration),
-            Err(reason) => {
-                self.type_error(
-                    field,
-                    ctx,
-                    expected,
-                    Some(format!(
-                        "{reason}: write a number and a unit (ms, s, m, h, d)"
-                    )),
-                );
-                None
-            }
-        }
+        self.any_duration(field, ctx, "a duration like `0s`, `30s` or `5m`")
     }
 
     fn rollback(&mut self, field: Field, ctx: &str) -> Rollback {
@@ -1597,17 +1582,22 @@ impl<'a> Validator<'a> {
 
     /// A duration above zero; `zero_help` says what to write instead of 0.
     fn duration(&mut self, field: Field, ctx: &str, zero_help: &str) -> Option<Duration> {
-        let expected = "a duration like `90s`, `10m` or `1h30m`";
+        let duration = self.any_duration(field, ctx, "a duration like `90s`, `10m` or `1h30m`")?;
+        if duration.is_zero() {
+            self.error(
+                field.value.span,
+                format!("`{}`{ctx} must be greater than zero", field.name()),
+                Some(zero_help),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// A duration, zero included.
+    fn any_duration(&mut self, field: Field, ctx: &str, expected: &str) -> Option<Duration> {
         let text = &self.scalar(field, ctx, expected)?.text;
         match parse_duration(text) {
-            Ok(duration) if duration.is_zero() => {
-                self.error(
-                    field.value.span,
-                    format!("`{}`{ctx} must be greater than zero", field.name()),
-                    Some(zero_help),
-                );
-                None
-            }
             Ok(duration) => Some(duration),
             Err(reason) => {
                 self.type_error(

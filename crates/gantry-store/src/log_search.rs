@@ -255,8 +255,6 @@ fn first_number(body: &[char]) -> Option<usize> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::time::{Duration, Instant};
-
     use chrono::Utc;
 
     use super::{MAX_CURSOR_COLUMN, shown_text, shows};
@@ -493,77 +491,5 @@ mod tests {
             }
         }
         store.append_logs(run_id, stage, &batch).await.unwrap();
-    }
-
-    /// The old search, SQL `LIKE` on the stored text: the reference for the figures.
-    async fn search_like(store: &Store, run_id: i64, stage: &str, needle: &str) -> usize {
-        let pattern = format!("%{needle}%");
-        let seqs: Vec<i64> = sqlx::query_scalar(
-            "SELECT seq FROM log_lines WHERE run_id = ? AND stage = ? \
-             AND text LIKE ? ESCAPE '\\' ORDER BY seq LIMIT ?",
-        )
-        .bind(run_id)
-        .bind(stage)
-        .bind(pattern)
-        .bind(1001)
-        .fetch_all(&store.reader)
-        .await
-        .unwrap();
-        seqs.len()
-    }
-
-    /// Search times on 1,000,000-line stage logs, plain but for one coloured line in ten, and
-    /// coloured throughout, next to a plain SQL `LIKE`; figures, not assertions. Run with
-    /// `cargo test -p gantry-store --release --lib -- --ignored --nocapture search_a_million`.
-    #[tokio::test]
-    #[ignore = "a benchmark: takes a while in debug builds"]
-    async fn search_a_million_lines() {
-        const LINES: i64 = 1_000_000;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("gantry.db"))
-            .await
-            .unwrap();
-        let run = store.create_run(new_run()).await.unwrap();
-        let text = |seq: i64, coloured: bool| match seq {
-            500_000 => "the needle-in-the-haystack".to_owned(),
-            s if coloured => format!(
-                "\x1b[1m\x1b[32m   Compiling\x1b[0m crate-{s} v0.{} (step {s})",
-                s % 97
-            ),
-            s => format!("   Compiling crate-{s} v0.{} (step {s})", s % 97),
-        };
-        let mixed = (1..=LINES).map(|s| text(s, s % 10 == 0));
-        append(&store, run.id, "mixed", mixed).await;
-        let coloured = (1..=LINES).map(|s| text(s, true));
-        append(&store, run.id, "coloured", coloured).await;
-        // Medians of 5, the two kinds taking turns so that they share the machine's noise.
-        let median = |mut times: Vec<Duration>| {
-            times.sort();
-            times[times.len() / 2]
-        };
-        for stage in ["mixed", "coloured"] {
-            for needle in ["needle-in-the-haystack", "nowhere", "compiling", "step 4"] {
-                let (mut like, mut shown) = (Vec::new(), Vec::new());
-                let (mut like_found, mut shown_found) = (0, 0);
-                for _ in 0..5 {
-                    let started = Instant::now();
-                    like_found = search_like(&store, run.id, stage, needle).await;
-                    like.push(started.elapsed());
-                    let started = Instant::now();
-                    shown_found = store
-                        .search_logs(run.id, stage, needle, 1001)
-                        .await
-                        .unwrap()
-                        .len();
-                    shown.push(started.elapsed());
-                }
-                let (like, shown) = (median(like), median(shown));
-                println!(
-                    "{stage:>8} {needle:>24}: LIKE {like:>8.1?} ({like_found} found), \
-                     search_logs {shown:>8.1?} ({shown_found} found), ×{:.1}",
-                    shown.as_secs_f64() / like.as_secs_f64()
-                );
-            }
-        }
     }
 }

@@ -32,7 +32,8 @@ pub const USAGE: &str =
     bench web                     the web UI in Chromium: a 1,000,000-line log, line delay
                                   from container to page, 10 live viewers of a 200 MB stage
     bench image [--iterations N]  a build-and-push stage vs `docker build` + `docker push`
-    bench deploy                  per injected fault, first failing pod -> rollback patch sent";
+    bench deploy                  per injected fault, first failing pod -> rollback patch sent
+    bench search                  log search on 1,000,000-line stages vs a plain SQL LIKE";
 
 pub fn main(mut args: Args) -> Result<()> {
     let name = args
@@ -53,9 +54,12 @@ pub fn main(mut args: Args) -> Result<()> {
         "server" => server(iterations),
         "image" => example("gantry-docker", "build_push", &[iterations.to_string()]),
         "deploy" => example("gantry-kube", "fault_detection", &[]),
+        "search" => example("gantry-store", "search_bench", &[]),
         "web" => web(),
         other => {
-            bail!("no benchmark named `{other}`; there are: run, floor, server, web, image, deploy")
+            bail!(
+                "no benchmark named `{other}`; there are: run, floor, server, web, image, deploy, search"
+            )
         }
     }
 }

@@ -29,6 +29,11 @@ use crate::{
 /// How long to wait for a killed container's last output before giving up on it.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
+/// How often, and how many times, a stage killed under a memory limit is inspected for the
+/// engine's OOM mark, which may arrive after the exit.
+const OOM_LOOK_EVERY: Duration = Duration::from_millis(100);
+const OOM_LOOKS: u32 = 20;
+
 /// One attempt of one stage.
 #[derive(Clone, Debug)]
 pub struct StageSpec {
@@ -242,16 +247,18 @@ impl Docker {
         if code != 0 {
             // The engine learns of an OOM kill from an event that may arrive just
             // after the exit (always so when the killer took a child of the
-            // script's shell rather than the shell itself). For a SIGKILL under a
-            // memory limit, look again a few times before calling it a plain exit.
+            // script's shell rather than the shell itself), and on a busy engine up to
+            // a second later (250 ms was not enough once in CI). For a SIGKILL under a
+            // memory limit, look again for up to 2 s before calling it a plain exit;
+            // only a stage killed by hand under a limit pays that wait.
             let attempts = if code == 137 && spec.memory_bytes.is_some() {
-                6
+                OOM_LOOKS
             } else {
                 1
             };
             for attempt in 0..attempts {
                 if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(OOM_LOOK_EVERY).await;
                 }
                 let inspected = self
                     .client

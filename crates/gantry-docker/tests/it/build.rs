@@ -471,8 +471,8 @@ async fn remove_image(client: &bollard::Docker, reference: &str) {
 }
 
 /// The engine's cache-lookup race (see `IMAGES`), provoked on purpose: while one build runs again
-/// and again, a second task builds and removes sibling images of the same base without taking
-/// the lock. The engine reads every child of the base image in each lookup, so a crowd of
+/// and again, a second task builds and removes sibling images of the same base. The test holds
+/// `IMAGES` alone throughout, so the only removals are its own. The engine reads every child of the base image in each lookup, so a crowd of
 /// children widens the window; with them, a build without the second try failed in most runs.
 /// Gantry's builds try again, succeed, and say so in their log.
 #[tokio::test]
@@ -490,16 +490,15 @@ async fn removing_sibling_images_mid_build_does_not_fail_the_build() {
     let spec = build_spec(&run, &workspace, &image_name(&run));
     let client = raw_client().await;
     let tag = format!("{}-sibling", image_name(&run));
-    let mut crowd = Vec::new();
+    // Declared before the lock so that it is dropped after it: its removals take the lock too.
+    let mut cleanup = RemoveImages(vec![format!("{}:latest", image_name(&run))]);
+    // This test removes images without the lock on purpose, so it runs alone: no other test's
+    // build may meet its removals, and no other test's cleanup may meet its crowd being built
+    // (that failed CI once: a crowd build, which does not try again, lost the race).
+    let _alone = IMAGES.write().await;
     for n in 0..CROWD {
-        crowd.push(sibling_image(&client, &tag, n).await);
+        cleanup.0.push(sibling_image(&client, &tag, n).await);
     }
-    let _cleanup = RemoveImages(
-        crowd
-            .into_iter()
-            .chain([format!("{}:latest", image_name(&run))])
-            .collect(),
-    );
 
     let stop = CancellationToken::new();
     let remover = {
@@ -518,9 +517,13 @@ async fn removing_sibling_images_mid_build_does_not_fail_the_build() {
 
     let mut again = 0;
     for _ in 0..BUILDS {
-        let built = build(&docker, &spec).await;
-        let log = built.log;
-        built.result.unwrap_or_else(|err| panic!("{err}\n{log}"));
+        // Not `build`: that takes the lock this test holds.
+        let (sender, collector) = collect_output();
+        let result = docker
+            .build_image(&spec, sender, CancellationToken::new())
+            .await;
+        let log = collector.await.unwrap();
+        result.unwrap_or_else(|err| panic!("{err}\n{log}"));
         again += log.matches("building again").count();
     }
     stop.cancel();

@@ -24,7 +24,7 @@
 //! A plain line that does not match costs one `LIKE` and one `json_quote`; the other tests run
 //! only on the lines those let through. Through a million lines this takes about twice as long
 //! as the bare `LIKE` it replaces, three to four times on a log coloured throughout
-//! (`search_a_million_lines` prints the figures).
+//! (`cargo xtask bench search` prints the figures).
 
 use std::borrow::Cow;
 

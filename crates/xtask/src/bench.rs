@@ -33,7 +33,8 @@ pub const USAGE: &str =
                                   from container to page, 10 live viewers of a 200 MB stage
     bench image [--iterations N]  a build-and-push stage vs `docker build` + `docker push`
     bench deploy                  per injected fault, first failing pod -> rollback patch sent
-    bench search                  log search on 1,000,000-line stages vs a plain SQL LIKE";
+    bench search                  log search on 1,000,000-line stages vs a plain SQL LIKE
+    bench logs                    log appends and ranged reads on a 1,000,000-line stage";
 
 pub fn main(mut args: Args) -> Result<()> {
     let name = args
@@ -55,10 +56,11 @@ pub fn main(mut args: Args) -> Result<()> {
         "image" => example("gantry-docker", "build_push", &[iterations.to_string()]),
         "deploy" => example("gantry-kube", "fault_detection", &[]),
         "search" => example("gantry-store", "search_bench", &[]),
+        "logs" => example("gantry-store", "log_bench", &[]),
         "web" => web(),
         other => {
             bail!(
-                "no benchmark named `{other}`; there are: run, floor, server, web, image, deploy, search"
+                "no benchmark named `{other}`; there are: run, floor, server, web, image, deploy, search, logs"
             )
         }
     }

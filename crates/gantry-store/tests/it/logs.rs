@@ -160,17 +160,9 @@ async fn measure_logs(store: &Store, total: i64, batch_size: i64) {
 
 #[tokio::test]
 async fn log_throughput() {
+    // The 1,000,000-line figure: `cargo xtask bench logs`.
     let db = TestDb::new().await;
     measure_logs(&db.store, 100_000, 1_000).await;
     // Small batches pay a transaction each, which dominates.
     measure_logs(&db.store, 5_000, 10).await;
-}
-
-/// The full-size figure; run with
-/// `cargo test -p gantry-store --release --test it -- --ignored --nocapture million`.
-#[tokio::test]
-#[ignore = "a benchmark: takes a while in debug builds"]
-async fn log_throughput_with_a_million_lines() {
-    let db = TestDb::new().await;
-    measure_logs(&db.store, 1_000_000, 1_000).await;
 }

@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -90,7 +91,13 @@ pub struct ServerConfig {
     /// Keep the workspaces of the last N finished runs, for debugging.
     pub keep_workspaces: usize,
     pub admin_token: Option<Secret>,
+    /// How long a stage without a `timeout` of its own may run (GitLab's and Woodpecker's
+    /// default is the same hour): a hung test or a wedged Docker engine ends the run in time.
+    pub stage_timeout: Duration,
 }
+
+/// `[server] stage_timeout` when it is not set.
+pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Project {
@@ -173,6 +180,7 @@ struct RawServer {
     max_parallel_runs: Option<Spanned<i64>>,
     keep_workspaces: Option<Spanned<i64>>,
     admin_token: Option<Spanned<String>>,
+    stage_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -430,6 +438,27 @@ pub fn parse(
     };
     let max_parallel_runs = count(&s.max_parallel_runs, 4, 1, "max_parallel_runs", &mut errors);
     let keep_workspaces = count(&s.keep_workspaces, 0, 0, "keep_workspaces", &mut errors);
+    let stage_timeout = match &s.stage_timeout {
+        None => DEFAULT_STAGE_TIMEOUT,
+        Some(v) => match gantry_pipeline::parse_duration(v.get_ref()) {
+            Ok(limit) if !limit.is_zero() => limit,
+            Ok(_) => {
+                errors.push(format!(
+                    "{}: stage_timeout must be above zero (a stage may set a longer `timeout` of its own)",
+                    locate(v.span())
+                ));
+                DEFAULT_STAGE_TIMEOUT
+            }
+            Err(why) => {
+                errors.push(format!(
+                    "{}: stage_timeout '{}': {why} (e.g. \"1h\", \"90m\")",
+                    locate(v.span()),
+                    v.get_ref()
+                ));
+                DEFAULT_STAGE_TIMEOUT
+            }
+        },
+    };
 
     for (i, p) in raw.project.iter().enumerate() {
         let name = p.name.get_ref();
@@ -468,6 +497,7 @@ pub fn parse(
                 max_parallel_runs,
                 keep_workspaces,
                 admin_token,
+                stage_timeout,
             },
             projects,
             registries,
@@ -544,6 +574,7 @@ mod tests {
         assert_eq!(c.server.max_parallel_runs, 4);
         assert!(c.projects.is_empty());
         assert!(c.server.admin_token.is_none());
+        assert_eq!(c.server.stage_timeout, Duration::from_secs(3600));
     }
 
     #[test]
@@ -554,6 +585,7 @@ listen = "0.0.0.0:9000"
 data_dir = "/var/lib/gantry"
 max_parallel_runs = 8
 keep_workspaces = 2
+stage_timeout = "1h30m"
 
 [[project]]
 name = "demo/backend"
@@ -568,6 +600,7 @@ PYPI_TOKEN = "pypi-${TOKEN}"
         let c = parse("gantry.toml", text, &env).unwrap();
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.server.max_parallel_runs, 8);
+        assert_eq!(c.server.stage_timeout, Duration::from_secs(5400));
         let p = c.project("demo/backend").unwrap();
         assert_eq!(p.webhook_secret.expose(), "s3cr3t");
         assert_eq!(p.git_token.as_ref().map(Secret::expose), Some("tok"));
@@ -600,9 +633,9 @@ PYPI_TOKEN = "pypi-${TOKEN}"
     fn unknown_keys_are_located() {
         check_err(
             "[server]\nlisten = \"127.0.0.1:8080\"\nmax_paralel_runs = 3\n",
-            expect![[
-                r#"gantry.toml:3:1: unknown field `max_paralel_runs`, expected one of `listen`, `data_dir`, `database_url`, `max_parallel_runs`, `keep_workspaces`, `admin_token`"#
-            ]],
+            expect![
+                "gantry.toml:3:1: unknown field `max_paralel_runs`, expected one of `listen`, `data_dir`, `database_url`, `max_parallel_runs`, `keep_workspaces`, `admin_token`, `stage_timeout`"
+            ],
         );
     }
 
@@ -641,6 +674,26 @@ RETRIES = 3
             expect![[r#"
                 gantry.toml:7:14: secret 'PYPI_TOKEN' of project 'a/b' refers to ${PYPI_UNSET}, but the environment variable PYPI_UNSET is not set
                 gantry.toml:8:11: secret 'RETRIES' of project 'a/b' must be a string, found integer"#]],
+        );
+    }
+
+    #[test]
+    fn a_stage_timeout_needs_a_unit_and_must_be_above_zero() {
+        check_err(
+            "[server]\nstage_timeout = \"90\"\n",
+            expect![[
+                r#"gantry.toml:2:17: stage_timeout '90': a unit is needed (e.g. "1h", "90m")"#
+            ]],
+        );
+        check_err(
+            "[server]\nstage_timeout = \"0s\"\n",
+            expect![
+                "gantry.toml:2:17: stage_timeout must be above zero (a stage may set a longer `timeout` of its own)"
+            ],
+        );
+        check_err(
+            "[server]\nstage_timeout = 60\n",
+            expect!["gantry.toml:2:17: invalid type: integer `60`, expected a string"],
         );
     }
 

@@ -34,6 +34,9 @@ pub struct RunPlan {
     pub secrets: Vec<(String, String)>,
     pub selection: StageSelection,
     pub max_parallel: usize,
+    /// The limit of a stage with no `timeout` of its own (`[server] stage_timeout`); `None`:
+    /// no limit.
+    pub stage_timeout: Option<Duration>,
     /// A tar of the source tree, unpacked into the run's workspace.
     pub archive: gantry_docker::Archive,
     /// Credentials for `build` stages' `registry:`, by name. Passwords are masked like secrets.
@@ -120,6 +123,9 @@ pub async fn execute<E: Executor>(
 ) -> RunSummary {
     let started = Instant::now();
     let archive = std::mem::take(&mut plan.archive);
+    for stage in &mut plan.pipeline.stages {
+        stage.timeout = stage.timeout.or(plan.stage_timeout);
+    }
     let pipeline = &plan.pipeline;
     let mut stages: Vec<StageReport> = pipeline
         .stages

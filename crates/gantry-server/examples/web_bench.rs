@@ -69,6 +69,7 @@ impl Server {
                 max_parallel_runs: 4,
                 keep_workspaces: 0,
                 admin_token: Some(Secret::new(TOKEN)),
+                stage_timeout: gantry_config::DEFAULT_STAGE_TIMEOUT,
             },
             projects: vec![project],
             registries: Vec::new(),

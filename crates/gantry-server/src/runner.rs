@@ -195,6 +195,7 @@ async fn prepare_and_run(
         secrets: crate::secrets::for_run(app, &project).await?,
         selection: StageSelection::All,
         max_parallel: 4,
+        stage_timeout: Some(app.config.server.stage_timeout),
         archive,
         registries: crate::wiring::registry_auths(&app.config),
         deployer: Arc::new(crate::wiring::kube_deployer(&app.config)),

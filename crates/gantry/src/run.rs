@@ -181,6 +181,8 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
         secrets: args.secrets,
         selection,
         max_parallel: args.parallel,
+        // As the server would: `gantry run` shows what a push will do.
+        stage_timeout: Some(config.server.stage_timeout),
         archive,
         registries: gantry_server::registry_auths(&config),
         deployer: Arc::new(gantry_server::kube_deployer(&config)),

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // The fake executor is test code.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -171,6 +172,7 @@ fn plan(yaml: &str) -> RunPlan {
         secrets: Vec::new(),
         selection: StageSelection::All,
         max_parallel: 4,
+        stage_timeout: None,
         archive: Vec::new().into(),
         registries: Vec::new(),
         deployer: Arc::new(NoClusters),
@@ -676,6 +678,50 @@ async fn a_rolled_back_deploy_fails_the_stage_with_the_cause() {
         )
     );
     assert_eq!(summary.stages[3].status, StageStatus::Skipped);
+}
+
+/// `[server] stage_timeout` limits the stages without a `timeout` of their own, and only those.
+#[tokio::test]
+async fn the_default_stage_timeout_fills_in_for_stages_without_one() {
+    let yaml = r#"
+stages:
+  - name: image
+    build: { image: "registry.local:5000/hang" }
+    allow_failure: true
+  - name: unit
+    needs: []
+    image: local/busybox
+    commands: [ "true" ]
+  - name: slow
+    needs: []
+    image: local/busybox
+    commands: [ "true" ]
+    timeout: 2h
+"#;
+    let fake = Fake::new(|_| exits(0, &[]));
+    let mut p = plan(yaml);
+    p.stage_timeout = Some(Duration::from_millis(300));
+    let (summary, _) = execute(&fake, p, CancellationToken::new()).await;
+    assert_eq!(
+        summary.stages[0].reason.as_deref(),
+        Some("timed out after 300ms"),
+        "{}",
+        statuses(&summary)
+    );
+    let limits: BTreeMap<String, Option<Duration>> = fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|spec| (spec.stage.clone(), spec.timeout))
+        .collect();
+    assert_eq!(
+        limits,
+        BTreeMap::from([
+            ("slow".to_owned(), Some(Duration::from_secs(7200))),
+            ("unit".to_owned(), Some(Duration::from_millis(300))),
+        ])
+    );
 }
 
 #[tokio::test]

@@ -754,6 +754,7 @@ clusters:
         r#"[server]
 max_parallel_runs = 4
 keep_workspaces = 0
+stage_timeout = "1h"
 
 [[project]]
 name = "demo/backend"
@@ -808,6 +809,10 @@ context = "prod-admin"
     }
 
     let config = release.config();
+    assert_eq!(
+        config.server.stage_timeout,
+        std::time::Duration::from_secs(3600)
+    );
     let backend = config.project("demo/backend").expect("demo/backend");
     assert_eq!(backend.webhook_secret.expose(), "hook-s3cret");
     assert_eq!(

@@ -55,6 +55,7 @@ impl TestServer {
                 max_parallel_runs,
                 keep_workspaces: 0,
                 admin_token: Some(Secret::new(TOKEN)),
+                stage_timeout: gantry_config::DEFAULT_STAGE_TIMEOUT,
             },
             projects,
             registries: Vec::new(),

@@ -189,6 +189,31 @@ fn timeout_kills_the_stage() {
     );
 }
 
+/// A stage without a `timeout` of its own gets `[server] stage_timeout` from `./gantry.toml`.
+#[test]
+fn the_configured_stage_timeout_applies_to_stages_without_one() {
+    if !docker_available() {
+        return;
+    }
+    let p = Project::new(
+        "stages:\n  - { name: slow, image: local/busybox, commands: [\"sleep 60\"] }\n",
+    );
+    p.write("gantry.toml", "[server]\nstage_timeout = \"2s\"\n");
+    let started = Instant::now();
+    let r = p.run(&["run"]);
+    assert_eq!(r.code, Some(1), "{}", r.debug());
+    assert!(
+        r.row("slow").ends_with("timed out after 2s"),
+        "{}",
+        r.debug()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn oom_kill_is_named() {
     if !docker_available() {

@@ -107,6 +107,8 @@ pub struct Project {
     pub webhook_secret: Secret,
     pub git_token: Option<Secret>,
     pub ssh_key: Option<PathBuf>,
+    /// An OpenSSH `known_hosts` file for ssh clone URLs; `None`: `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
     pub pipeline: String,
     pub secrets: Vec<(String, Secret)>,
 }
@@ -191,6 +193,7 @@ struct RawProject {
     webhook_secret: Spanned<String>,
     git_token: Option<Spanned<String>>,
     ssh_key: Option<Spanned<String>>,
+    known_hosts: Option<Spanned<String>>,
     pipeline: Option<Spanned<String>>,
     #[serde(default)]
     secrets: std::collections::BTreeMap<String, Spanned<toml::Value>>,
@@ -312,6 +315,10 @@ pub fn parse(
                 .ssh_key
                 .as_ref()
                 .map(|v| PathBuf::from(expand(v, "ssh_key"))),
+            known_hosts: p
+                .known_hosts
+                .as_ref()
+                .map(|v| PathBuf::from(expand(v, "known_hosts"))),
             pipeline: p
                 .pipeline
                 .as_ref()
@@ -592,6 +599,8 @@ name = "demo/backend"
 clone_url = "https://github.com/demo/backend.git"
 webhook_secret = "${SECRET}"
 git_token = "${TOKEN}"
+ssh_key = "/etc/gantry/deploy_key"
+known_hosts = "/etc/gantry/known_hosts"
 pipeline = "ci/.gantry.yml"
 
 [project.secrets]
@@ -605,6 +614,11 @@ PYPI_TOKEN = "pypi-${TOKEN}"
         assert_eq!(p.webhook_secret.expose(), "s3cr3t");
         assert_eq!(p.git_token.as_ref().map(Secret::expose), Some("tok"));
         assert_eq!(p.pipeline, "ci/.gantry.yml");
+        assert_eq!(p.ssh_key, Some(PathBuf::from("/etc/gantry/deploy_key")));
+        assert_eq!(
+            p.known_hosts,
+            Some(PathBuf::from("/etc/gantry/known_hosts"))
+        );
         assert_eq!(
             p.secrets,
             vec![("PYPI_TOKEN".to_string(), Secret::new("pypi-tok"))]

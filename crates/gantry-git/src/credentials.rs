@@ -15,6 +15,9 @@ pub struct Credentials {
     pub token: Option<String>,
     /// Private key file for SSH URLs.
     pub ssh_key: Option<PathBuf>,
+    /// An OpenSSH `known_hosts` file that SSH hosts' keys are checked against; `None`:
+    /// libgit2's check, against `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
 }
 
 impl fmt::Debug for Credentials {
@@ -23,6 +26,7 @@ impl fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("ssh_key", &self.ssh_key)
+            .field("known_hosts", &self.known_hosts)
             .finish()
     }
 }
@@ -139,6 +143,7 @@ mod tests {
             username: Some("ci".into()),
             token: Some("ghp_topsecret".into()),
             ssh_key: None,
+            known_hosts: None,
         };
         let shown = format!("{creds:?}");
         assert!(!shown.contains("ghp_topsecret"), "{shown}");

@@ -6,7 +6,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// holds a token or a password.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The server refused the credentials, or wanted some and none were configured.
+    /// The server refused the credentials, or wanted some and none were configured; or its SSH
+    /// host key is not in the project's `known_hosts`, or differs from it.
     #[error("authentication failed for {url}: {message}")]
     Auth { url: String, message: String },
     /// A repository, ref or commit that does not exist (or that the credentials cannot see).

@@ -7,6 +7,7 @@
 
 mod credentials;
 mod error;
+mod host_key;
 mod local;
 mod mirror;
 

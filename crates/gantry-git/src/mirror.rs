@@ -13,6 +13,7 @@ use tracing::{debug, info};
 
 use crate::credentials::{Credentials, CredentialsCallback};
 use crate::error::{Error, Result, redact_url, scrub, url_secret};
+use crate::host_key::HostKeyCheck;
 
 /// libgit2's `GIT_FETCH_DEPTH_UNSHALLOW`: fetch the history a shallow repository lacks.
 const DEPTH_UNSHALLOW: i32 = i32::MAX;
@@ -356,10 +357,18 @@ impl<'a> RemoteSpec<'a> {
         prune: bool,
     ) -> Result<Vec<String>, FetchFailure> {
         let callback = RefCell::new(CredentialsCallback::new(self.creds));
+        let host_key = self
+            .creds
+            .known_hosts
+            .as_deref()
+            .map(|file| RefCell::new(HostKeyCheck::new(file, self.url)));
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(|_url, username_from_url, allowed| {
             callback.borrow_mut().call(username_from_url, allowed)
         });
+        if let Some(check) = &host_key {
+            callbacks.certificate_check(|cert, host| check.borrow_mut().call(cert, host));
+        }
         let mut options = FetchOptions::new();
         options
             .remote_callbacks(callbacks)
@@ -375,6 +384,9 @@ impl<'a> RemoteSpec<'a> {
         let mut remote = repo.remote_anonymous(self.url).map_err(FetchFailure::Git)?;
         let result = remote.fetch(refspecs, Some(&mut options), None);
         drop(options);
+        if let Some(problem) = host_key.and_then(|check| check.into_inner().problem) {
+            return Err(FetchFailure::Auth(problem));
+        }
         if let Some(problem) = callback.into_inner().problem {
             return Err(FetchFailure::Auth(problem.message().to_owned()));
         }

@@ -174,6 +174,7 @@ fn main() -> Result<()> {
         webhook_secret: Secret::new("unused"),
         git_token: None,
         ssh_key: None,
+        known_hosts: None,
         pipeline: ".gantry.yml".into(),
         secrets: Vec::new(),
     };

@@ -110,6 +110,7 @@ pub fn credentials(project: &Project) -> gantry_git::Credentials {
         username: None,
         token: project.git_token.as_ref().map(|t| t.expose().to_string()),
         ssh_key: project.ssh_key.clone(),
+        known_hosts: project.known_hosts.clone(),
     }
 }
 

@@ -10,9 +10,11 @@ pub mod git;
 pub mod git_http;
 pub mod kube;
 pub mod registry;
+pub mod sshd;
 pub mod webdriver;
 pub mod webhook;
 
 pub use docker::docker_available;
 pub use git::FixtureRepo;
 pub use git_http::{GitHttpServer, RequestRecord};
+pub use sshd::Sshd;

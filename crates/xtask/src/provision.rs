@@ -29,6 +29,8 @@ pub const PACKAGES: &[&str] = &[
     "chromium-driver",
     // git http-backend serves the test repositories over smart HTTP.
     "git",
+    // sshd (and ssh-keygen) serve them over SSH, for the deploy-key and known_hosts tests.
+    "openssh-server",
 ];
 
 /// kubectl talks to the Kubernetes API emulator in the deploy tests, which

@@ -11,6 +11,7 @@ const NONE: Credentials = Credentials {
     username: None,
     token: None,
     ssh_key: None,
+    known_hosts: None,
 };
 
 #[test]

@@ -12,6 +12,7 @@ fn token(token: &str) -> Credentials {
         username: Some("ci".into()),
         token: Some(token.into()),
         ssh_key: None,
+        known_hosts: None,
     }
 }
 

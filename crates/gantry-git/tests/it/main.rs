@@ -1,11 +1,12 @@
 //! Integration tests of gantry-git against real repositories: over `file://`, and over smart HTTP
-//! through `git http-backend`.
+//! through `git http-backend`, and over SSH through sshd.
 
 // Test helpers outside `#[test]` functions are not covered by `allow-unwrap-in-tests`.
 #![allow(clippy::unwrap_used)]
 
 mod file;
 mod http;
+mod ssh;
 
 use std::collections::BTreeMap;
 use std::path::Path;

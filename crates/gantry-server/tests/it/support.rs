@@ -26,6 +26,7 @@ pub fn project(name: &str, clone_url: &str) -> Project {
         webhook_secret: Secret::new(WEBHOOK_SECRET),
         git_token: None,
         ssh_key: None,
+        known_hosts: None,
         pipeline: ".gantry.yml".into(),
         secrets: vec![("API_TOKEN".into(), Secret::new("server-side-secret-value"))],
     }

@@ -342,6 +342,61 @@ fn a_private_repository_over_http_with_a_token() {
     assert!(!delivery.to_string().contains("wrong-token-456"));
 }
 
+/// An ssh clone URL with a deploy key (`ssh_key`) and the project's `known_hosts`: the run
+/// fetches over SSH; a project whose known_hosts lacks the host gets a run in error saying so.
+#[test]
+fn a_repository_over_ssh_with_a_deploy_key_and_known_hosts() {
+    if !docker_available() {
+        return;
+    }
+    let Some(sshd) = gantry_testkit::Sshd::start_or_skip() else {
+        return;
+    };
+    let root = tempfile::tempdir().expect("dir");
+    let repo = FixtureRepo::new_in(root.path(), "app.git");
+    repo.write(".gantry.yml", ECHO_PIPELINE);
+    let sha = repo.commit("first");
+    let url = sshd.url(&root.path().join("app.git"));
+    let known_hosts = root.path().join("known_hosts");
+    std::fs::write(&known_hosts, sshd.known_hosts_line()).expect("write known_hosts");
+    let empty = root.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").expect("write known_hosts");
+    let mut good = project("demo/ssh", &url);
+    good.ssh_key = Some(sshd.client_key());
+    good.known_hosts = Some(known_hosts);
+    let mut unknown = project("demo/unknown-host", &url);
+    unknown.ssh_key = Some(sshd.client_key());
+    unknown.known_hosts = Some(empty);
+    let server = TestServer::start(vec![good, unknown]);
+
+    server.push("s-good", "demo/ssh", &url, "refs/heads/main", &sha);
+    let run = server.wait_finished(
+        server.wait_delivery("s-good")["run_id"]
+            .as_i64()
+            .expect("run"),
+    );
+    assert_eq!(run["status"], "success", "{run:#}\n{}", sshd.log());
+
+    server.push(
+        "s-unknown",
+        "demo/unknown-host",
+        &url,
+        "refs/heads/main",
+        &sha,
+    );
+    let delivery = server.wait_delivery("s-unknown");
+    let run = server.wait_finished(delivery["run_id"].as_i64().expect("an error run"));
+    assert_eq!(run["status"], "error");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "the SSH host key of [127.0.0.1]:{} is not in",
+            sshd.port()
+        )),
+        "{reason}"
+    );
+}
+
 /// Sends a body larger than GitHub's limit over a raw socket: the server may
 /// answer and close before the body is written, which an HTTP client reports as
 /// a broken pipe instead of the answer.

@@ -4,8 +4,14 @@
 //! the project's mirror, and the pipeline file at that commit decides whether
 //! a run is made. Every delivery ends with an outcome: a run, or the reason
 //! for none. Deliveries left undecided by a crash are picked up at start.
+//!
+//! Projects are decided side by side, each project's deliveries in the order they came: a
+//! first clone of a large repository, or a forge that does not answer, holds up only its own
+//! project (its fetches are serialized by the mirror's lock anyway), and run numbers still
+//! follow the pushes.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use gantry_pipeline::Event;
 use gantry_store::{Delivery, NewRun};
@@ -14,16 +20,31 @@ use serde_json::Value;
 use crate::state::{App, credentials};
 
 pub async fn dispatcher(app: Arc<App>) {
+    // The projects whose deliveries a task is deciding now.
+    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         match app.store.pending_deliveries().await {
             Ok(pending) => {
+                let mut by_project: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
                 for delivery in pending {
-                    let id = delivery.id;
-                    let (outcome, run_id) = decide(&app, delivery).await;
-                    tracing::info!(delivery = id, outcome = %outcome, "delivery processed");
-                    if let Err(e) = app.store.set_delivery_outcome(id, &outcome, run_id).await {
-                        tracing::error!(delivery = id, error = %e, "cannot record a delivery's outcome");
+                    let project = delivery.project.clone().unwrap_or_default();
+                    by_project.entry(project).or_default().push(delivery);
+                }
+                for (project, deliveries) in by_project {
+                    let newly_busy = busy
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(project.clone());
+                    // Its task will look again when it is done.
+                    if !newly_busy {
+                        continue;
                     }
+                    tokio::spawn(decide_in_order(
+                        app.clone(),
+                        busy.clone(),
+                        project,
+                        deliveries,
+                    ));
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read pending deliveries"),
@@ -32,6 +53,45 @@ pub async fn dispatcher(app: Arc<App>) {
             _ = app.deliveries_waiting.notified() => {}
             _ = app.shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Decides one project's deliveries, oldest first, then has the dispatcher look again for
+/// deliveries that came in meanwhile (unless an outcome could not be stored: then the next
+/// webhook retries, rather than a loop against a failing database).
+async fn decide_in_order(
+    app: Arc<App>,
+    busy: Arc<Mutex<HashSet<String>>>,
+    project: String,
+    deliveries: Vec<Delivery>,
+) {
+    // Frees the project even if deciding panics, so that its next delivery is not stuck.
+    struct Busy(Arc<Mutex<HashSet<String>>>, String);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.1);
+        }
+    }
+    let busy = Busy(busy, project);
+    let mut all_recorded = true;
+    for delivery in deliveries {
+        if app.shutdown.is_cancelled() {
+            break;
+        }
+        let id = delivery.id;
+        let (outcome, run_id) = decide(&app, delivery).await;
+        tracing::info!(delivery = id, outcome = %outcome, "delivery processed");
+        if let Err(e) = app.store.set_delivery_outcome(id, &outcome, run_id).await {
+            tracing::error!(delivery = id, error = %e, "cannot record a delivery's outcome");
+            all_recorded = false;
+        }
+    }
+    drop(busy);
+    if all_recorded {
+        app.deliveries_waiting.notify_one();
     }
 }
 

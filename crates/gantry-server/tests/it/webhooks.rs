@@ -397,6 +397,69 @@ fn a_repository_over_ssh_with_a_deploy_key_and_known_hosts() {
     );
 }
 
+/// A forge that accepts connections and never answers holds up only its own project: another
+/// project's push, delivered after, becomes a run at once. When the forge hangs up, the stalled
+/// delivery gets its error run.
+#[test]
+fn a_stalled_forge_does_not_hold_up_other_projects() {
+    if !docker_available() {
+        return;
+    }
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let stalled_url = format!(
+        "http://{}/demo/slow.git",
+        stall.local_addr().expect("address")
+    );
+    let (repo, sha) = repo_with(ECHO_PIPELINE);
+    let fast_url = repo.file_url();
+    let server = TestServer::start(vec![
+        project("demo/slow", &stalled_url),
+        project("demo/fast", &fast_url),
+    ]);
+    // After the server, so that a failing assertion drops them first: the server's shutdown
+    // waits for the stalled fetch, which ends when the forge hangs up.
+    let (hang_up, hung_up) = std::sync::mpsc::channel::<()>();
+    let forge = std::thread::spawn(move || {
+        // Accept (and hold) the fetch's connection, then close it when told.
+        let (connection, _) = stall.accept().expect("accept");
+        let _ = hung_up.recv();
+        drop(connection);
+    });
+
+    server.push(
+        "stalled",
+        "demo/slow",
+        &stalled_url,
+        "refs/heads/main",
+        &sha,
+    );
+    server.push("fast", "demo/fast", &fast_url, "refs/heads/main", &sha);
+    let fast = server.wait_delivery("fast");
+    assert!(
+        fast["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("run #1 queued")),
+        "{fast:#}"
+    );
+    let stalled = server
+        .deliveries()
+        .into_iter()
+        .find(|d| d["guid"] == "stalled")
+        .expect("the stalled delivery");
+    assert!(stalled["outcome"].is_null(), "{stalled:#}");
+
+    hang_up.send(()).expect("hang up");
+    forge.join().expect("the forge thread");
+    let stalled = server.wait_delivery("stalled");
+    let run = server.wait_finished(stalled["run_id"].as_i64().expect("an error run"));
+    assert_eq!(run["status"], "error", "{run:#}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("cannot fetch {stalled_url}")),
+        "{reason}"
+    );
+}
+
 /// Sends a body larger than GitHub's limit over a raw socket: the server may
 /// answer and close before the body is written, which an HTTP client reports as
 /// a broken pipe instead of the answer.

@@ -1,6 +1,12 @@
 //! GitHub webhook deliveries: stored first, acted on after, deduplicated by their guid.
 
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use chrono::Utc;
+use sqlx::Connection as _;
+use sqlx::pool::PoolConnection;
+use sqlx::{Sqlite, SqliteConnection};
+use tokio::sync::oneshot;
 
 use crate::error::{Context, run_must_exist};
 use crate::model::{Delivery, DeliveryInsert, NewDelivery};
@@ -9,43 +15,31 @@ use crate::{Error, Result, Store};
 
 impl Store {
     /// Stores a delivery unless one with the same guid is stored already, in which case that one
-    /// is returned and nothing is written.
+    /// is returned and nothing is written. Returns once the delivery is durable (on disk with
+    /// `synchronous=FULL`).
+    ///
+    /// Group commit: a caller queues its delivery, then whoever gets the writer connection next
+    /// stores every delivery queued by then in one transaction, so that concurrent webhooks
+    /// share one fsync instead of waiting for one each. The commit runs in a task of its own:
+    /// the callers whose deliveries it carries get their answer even if this one goes away.
     pub async fn record_delivery(&self, delivery: NewDelivery) -> Result<DeliveryInsert> {
-        let action = || format!("record delivery {}", delivery.guid);
-        let mut conn = self.writer.acquire().await.context(action)?;
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO deliveries (guid, event, project, git_ref, after_sha, payload, received_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (guid) DO NOTHING \
-             RETURNING ",
-            delivery_columns!()
-        ))
-        .bind(&delivery.guid)
-        .bind(&delivery.event)
-        .bind(&delivery.project)
-        .bind(&delivery.git_ref)
-        .bind(&delivery.after_sha)
-        .bind(&delivery.payload)
-        .bind(Utc::now())
-        .try_map(rows::delivery)
-        .fetch_optional(&mut *conn)
-        .await
-        .context(action)?;
-        if let Some(inserted) = inserted {
-            return Ok(DeliveryInsert::Inserted(inserted));
+        let guid = delivery.guid.clone();
+        let (answer, mut answered) = oneshot::channel();
+        lock(&self.delivery_queue).push((delivery, answer));
+        tokio::select! {
+            biased;
+            // An earlier caller's commit carried it.
+            result = &mut answered => return received(result, &guid),
+            conn = self.writer.acquire() => {
+                let conn = conn.context(|| format!("record delivery {guid}"))?;
+                let batch = std::mem::take(&mut *lock(&self.delivery_queue));
+                // Empty: ours is in a commit that took the queue before this caller got here.
+                if !batch.is_empty() {
+                    tokio::spawn(commit_deliveries(conn, batch));
+                }
+            }
         }
-        // Read on the writer: the conflicting row is committed, and this sees it for certain.
-        let existing = sqlx::query(concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM deliveries WHERE guid = ?"
-        ))
-        .bind(&delivery.guid)
-        .try_map(rows::delivery)
-        .fetch_one(&mut *conn)
-        .await
-        .context(action)?;
-        Ok(DeliveryInsert::Duplicate(existing))
+        received(answered.await, &guid)
     }
 
     /// Deliveries whose outcome is not decided yet, oldest first: the ones to process again after
@@ -111,4 +105,97 @@ impl Store {
             .await
             .context(|| format!("read the payload of delivery {id}"))
     }
+}
+
+/// Deliveries waiting for the next group commit, each with where its answer goes.
+pub(crate) type DeliveryQueue =
+    Arc<Mutex<Vec<(NewDelivery, oneshot::Sender<Result<DeliveryInsert>>)>>>;
+
+fn lock(
+    queue: &DeliveryQueue,
+) -> MutexGuard<'_, Vec<(NewDelivery, oneshot::Sender<Result<DeliveryInsert>>)>> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn received(
+    result: Result<Result<DeliveryInsert>, oneshot::error::RecvError>,
+    guid: &str,
+) -> Result<DeliveryInsert> {
+    result.unwrap_or_else(|_| {
+        Err(Error::Shared {
+            action: format!("record delivery {guid}"),
+            message: "the commit that carried it stopped before it answered".to_owned(),
+        })
+    })
+}
+
+/// Stores `batch` in one transaction and answers each caller: all of them stored, or none.
+async fn commit_deliveries(
+    mut conn: PoolConnection<Sqlite>,
+    batch: Vec<(NewDelivery, oneshot::Sender<Result<DeliveryInsert>>)>,
+) {
+    let stored = async {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut inserts = Vec::with_capacity(batch.len());
+        for (delivery, _) in &batch {
+            inserts.push(insert_delivery(&mut tx, delivery).await?);
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(inserts)
+    }
+    .await;
+    match stored {
+        Ok(inserts) => {
+            for ((_, answer), insert) in batch.into_iter().zip(inserts) {
+                let _ = answer.send(Ok(insert));
+            }
+        }
+        Err(err) => {
+            let message = err.to_string();
+            for (delivery, answer) in batch {
+                let _ = answer.send(Err(Error::Shared {
+                    action: format!("record delivery {}", delivery.guid),
+                    message: message.clone(),
+                }));
+            }
+        }
+    }
+}
+
+async fn insert_delivery(
+    conn: &mut SqliteConnection,
+    delivery: &NewDelivery,
+) -> Result<DeliveryInsert, sqlx::Error> {
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO deliveries (guid, event, project, git_ref, after_sha, payload, received_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (guid) DO NOTHING \
+         RETURNING ",
+        delivery_columns!()
+    ))
+    .bind(&delivery.guid)
+    .bind(&delivery.event)
+    .bind(&delivery.project)
+    .bind(&delivery.git_ref)
+    .bind(&delivery.after_sha)
+    .bind(&delivery.payload)
+    .bind(Utc::now())
+    .try_map(rows::delivery)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(inserted) = inserted {
+        return Ok(DeliveryInsert::Inserted(inserted));
+    }
+    // Read in the same transaction: the conflicting row is committed (or earlier in this
+    // batch), and this sees it for certain.
+    let existing = sqlx::query(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        " FROM deliveries WHERE guid = ?"
+    ))
+    .bind(&delivery.guid)
+    .try_map(rows::delivery)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(DeliveryInsert::Duplicate(existing))
 }

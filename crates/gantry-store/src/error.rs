@@ -41,6 +41,11 @@ pub enum Error {
     /// A statement failed; `action` says what the store was doing ("create run for project web").
     #[error("cannot {action}: {source}")]
     Query { action: String, source: sqlx::Error },
+
+    /// A statement that did the work of several callers failed (a group commit); each of them
+    /// gets the message.
+    #[error("cannot {action}: {message}")]
+    Shared { action: String, message: String },
 }
 
 /// Names what the store was doing when a statement failed.

@@ -29,6 +29,8 @@ pub struct Store {
     pub(crate) writer: SqlitePool,
     /// Read-only connections, which WAL lets run alongside the writer.
     pub(crate) reader: SqlitePool,
+    /// Deliveries waiting for the next group commit (see `record_delivery`).
+    pub(crate) delivery_queue: crate::deliveries::DeliveryQueue,
 }
 
 impl Store {
@@ -116,7 +118,11 @@ impl Store {
             .await
             .map_err(open_error)?;
 
-        Ok(Store { writer, reader })
+        Ok(Store {
+            writer,
+            reader,
+            delivery_queue: Default::default(),
+        })
     }
 
     /// Checks that the database answers, for readiness probes.

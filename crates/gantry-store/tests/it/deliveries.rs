@@ -151,6 +151,47 @@ async fn list_deliveries_is_newest_first_and_limited() {
     assert!(db.store.list_deliveries(-1).await.unwrap().is_empty());
 }
 
+/// Concurrent callers share group commits, and a guid sent by several of them at once (GitHub
+/// redelivering while the first try is still in flight) is stored once: one caller is told it
+/// inserted it, the others get the same row as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redeliveries_in_one_commit_are_stored_once() {
+    const GUIDS: usize = 8;
+    const COPIES: usize = 8;
+    let db = TestDb::new().await;
+    let mut tasks = Vec::new();
+    for copy in 0..COPIES {
+        for guid in 0..GUIDS {
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let insert = store
+                    .record_delivery(NewDelivery {
+                        payload: format!(r#"{{"copy":{copy}}}"#),
+                        ..new_delivery(&format!("g-{guid}"))
+                    })
+                    .await
+                    .unwrap();
+                (guid, insert)
+            }));
+        }
+    }
+    let mut inserted = vec![0; GUIDS];
+    let mut ids = vec![std::collections::BTreeSet::new(); GUIDS];
+    for task in tasks {
+        let (guid, insert) = task.await.unwrap();
+        if !insert.is_duplicate() {
+            inserted[guid] += 1;
+        }
+        ids[guid].insert(insert.delivery().id);
+    }
+    assert_eq!(inserted, vec![1; GUIDS]);
+    assert!(ids.iter().all(|ids| ids.len() == 1), "{ids:?}");
+    assert_eq!(db.store.list_deliveries(100).await.unwrap().len(), GUIDS);
+    // Durable: a fresh connection sees them all.
+    let reopened = db.reopen().await;
+    assert_eq!(reopened.pending_deliveries().await.unwrap().len(), GUIDS);
+}
+
 /// Prints how fast webhook ingestion is with 16 concurrent callers; a figure, not an assertion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_delivery_throughput_with_16_callers() {

@@ -56,9 +56,17 @@ pub async fn dispatcher(app: Arc<App>) {
     }
 }
 
+/// How many decided outcomes wait to be written together, at most.
+const OUTCOMES_PER_WRITE: usize = 64;
+
 /// Decides one project's deliveries, oldest first, then has the dispatcher look again for
 /// deliveries that came in meanwhile (unless an outcome could not be stored: then the next
 /// webhook retries, rather than a loop against a failing database).
+///
+/// Outcomes are written in batches (one transaction, one fsync, where one each took the writer
+/// from incoming webhooks): at most 64, and at once when a run was made or the batch is done.
+/// An outcome lost to a crash costs nothing: its delivery is decided again after the restart,
+/// to the same answer, and one that made a run finds that run instead of making another.
 async fn decide_in_order(
     app: Arc<App>,
     busy: Arc<Mutex<HashSet<String>>>,
@@ -77,6 +85,7 @@ async fn decide_in_order(
     }
     let busy = Busy(busy, project);
     let mut all_recorded = true;
+    let mut decided = Vec::new();
     for delivery in deliveries {
         if app.shutdown.is_cancelled() {
             break;
@@ -84,14 +93,28 @@ async fn decide_in_order(
         let id = delivery.id;
         let (outcome, run_id) = decide(&app, delivery).await;
         tracing::info!(delivery = id, outcome = %outcome, "delivery processed");
-        if let Err(e) = app.store.set_delivery_outcome(id, &outcome, run_id).await {
-            tracing::error!(delivery = id, error = %e, "cannot record a delivery's outcome");
-            all_recorded = false;
+        decided.push((id, outcome, run_id));
+        if run_id.is_some() || decided.len() >= OUTCOMES_PER_WRITE {
+            all_recorded &= record(&app, &mut decided).await;
         }
     }
+    all_recorded &= record(&app, &mut decided).await;
     drop(busy);
     if all_recorded {
         app.deliveries_waiting.notify_one();
+    }
+}
+
+/// Writes the outcomes decided so far; false (and logged) when they could not be stored.
+async fn record(app: &App, decided: &mut Vec<(i64, String, Option<i64>)>) -> bool {
+    let outcomes = std::mem::take(decided);
+    match app.store.set_delivery_outcomes(&outcomes).await {
+        Ok(()) => true,
+        Err(e) => {
+            let ids: Vec<i64> = outcomes.iter().map(|(id, ..)| *id).collect();
+            tracing::error!(deliveries = ?ids, error = %e, "cannot record deliveries' outcomes");
+            false
+        }
     }
 }
 

@@ -42,6 +42,43 @@ impl Store {
         received(answered.await, &guid)
     }
 
+    /// Records several deliveries' outcomes in one transaction (one fsync): all of them, or
+    /// none and an error naming the first that failed.
+    pub async fn set_delivery_outcomes(
+        &self,
+        outcomes: &[(i64, String, Option<i64>)],
+    ) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let action = || format!("set the outcomes of {} deliveries", outcomes.len());
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context(action)?;
+        for (id, outcome, run_id) in outcomes {
+            let done = sqlx::query("UPDATE deliveries SET outcome = ?, run_id = ? WHERE id = ?")
+                .bind(outcome)
+                .bind(run_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .context(|| format!("set the outcome of delivery {id}"))
+                .map_err(|error| match run_id {
+                    Some(run_id) => run_must_exist(*run_id)(error),
+                    None => error,
+                })?;
+            if done.rows_affected() == 0 {
+                return Err(Error::NotFound {
+                    what: "delivery",
+                    id: *id,
+                });
+            }
+        }
+        tx.commit().await.context(action)
+    }
+
     /// Deliveries whose outcome is not decided yet, oldest first: the ones to process again after
     /// a crash.
     pub async fn pending_deliveries(&self) -> Result<Vec<Delivery>> {

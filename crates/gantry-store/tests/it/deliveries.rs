@@ -130,6 +130,60 @@ async fn set_delivery_outcome_checks_what_it_refers_to() {
     assert_eq!(error.to_string(), "run 999 does not exist");
 }
 
+/// Outcomes written together are all written, or none.
+#[tokio::test]
+async fn outcomes_written_together_are_all_or_nothing() {
+    let db = TestDb::new().await;
+    let mut ids = Vec::new();
+    for guid in ["a", "b", "c"] {
+        let insert = db.store.record_delivery(new_delivery(guid)).await.unwrap();
+        ids.push(insert.delivery().id);
+    }
+    let run = db.store.create_run(new_run("acme/web")).await.unwrap();
+    db.store
+        .set_delivery_outcomes(&[
+            (ids[0], "branch x not in on.push.branches".to_owned(), None),
+            (ids[1], "run #1 queued".to_owned(), Some(run.id)),
+        ])
+        .await
+        .unwrap();
+    let error = db
+        .store
+        .set_delivery_outcomes(&[
+            (ids[2], "decided".to_owned(), None),
+            (ids[2] + 100, "decided".to_owned(), None),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("delivery {} does not exist", ids[2] + 100)
+    );
+    let error = db
+        .store
+        .set_delivery_outcomes(&[(ids[2], "decided".to_owned(), Some(999))])
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "run 999 does not exist");
+
+    let pending: Vec<i64> = db
+        .store
+        .pending_deliveries()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(pending, [ids[2]], "the failed batches wrote nothing");
+    let listed = db.store.list_deliveries(10).await.unwrap();
+    let b = listed.iter().find(|d| d.id == ids[1]).unwrap();
+    assert_eq!(
+        (b.outcome.as_deref(), b.run_id),
+        (Some("run #1 queued"), Some(run.id))
+    );
+    db.store.set_delivery_outcomes(&[]).await.unwrap();
+}
+
 #[tokio::test]
 async fn list_deliveries_is_newest_first_and_limited() {
     let db = TestDb::new().await;

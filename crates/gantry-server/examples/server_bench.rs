@@ -33,6 +33,8 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(9);
+    // Which parts to run, e.g. `c` for the ingestion figure alone; all by default.
+    let parts = std::env::args().nth(2).unwrap_or_else(|| "abc".to_owned());
 
     let repo = FixtureRepo::new();
     repo.write(".gantry.yml", PIPELINE);
@@ -42,6 +44,24 @@ fn main() {
     let idle_rss = server.rss_kib();
 
     // (a) one run at a time.
+    if parts.contains('a') {
+        part_a(&server, &repo, work.path(), iterations);
+    }
+    let mut after_rss = 0;
+    if parts.contains('b') {
+        after_rss = part_b(&server, &repo, work.path(), iterations);
+    }
+    if parts.contains('c') {
+        part_c(&server, &repo);
+    }
+    println!(
+        "(d) resident memory: idle {:.1} MB (target <= 20 MB), right after (b) {:.1} MB (target <= 64 MB)",
+        idle_rss as f64 / 1024.0,
+        after_rss as f64 / 1024.0
+    );
+}
+
+fn part_a(server: &Server, repo: &FixtureRepo, work: &Path, iterations: usize) {
     let mut gantry_a = Vec::new();
     let mut floor_a = Vec::new();
     for i in 0..iterations + 1 {
@@ -51,7 +71,7 @@ fn main() {
         let run = server.push(&format!("a-{i}"), "refs/heads/main", &sha);
         server.wait_finished(&[run]);
         let took = started.elapsed();
-        let floor = floor_once(&repo.file_url(), work.path(), &format!("a-{i}"));
+        let floor = floor_once(&repo.file_url(), work, &format!("a-{i}"));
         if i > 0 {
             // The first of each is a warm-up (mirror creation, page cache).
             gantry_a.push(took);
@@ -64,7 +84,10 @@ fn main() {
         &floor_a,
         1.1,
     );
+}
 
+/// Returns the server's resident memory right after the bursts, in KiB.
+fn part_b(server: &Server, repo: &FixtureRepo, work: &Path, iterations: usize) -> u64 {
     // (b) 40 commits at once, a few rounds: one round is too noisy to compare.
     let rounds = iterations.clamp(1, 3);
     let mut gantry_b = Vec::new();
@@ -100,7 +123,6 @@ fn main() {
             for _ in 0..8 {
                 let next = next.clone();
                 let url = repo.file_url();
-                let work = work.path();
                 s.spawn(move || {
                     loop {
                         let i = {
@@ -125,6 +147,10 @@ fn main() {
         1.2,
     );
 
+    after_rss
+}
+
+fn part_c(server: &Server, repo: &FixtureRepo) {
     // (c) ingestion of pushes to a branch that builds nothing.
     repo.branch("nobuild");
     let sha = repo.rev_parse("HEAD");
@@ -163,12 +189,6 @@ fn main() {
         elapsed.as_secs_f64(),
         ms(p50),
         ms(p99)
-    );
-
-    println!(
-        "(d) resident memory: idle {:.1} MB (target <= 20 MB), right after (b) {:.1} MB (target <= 64 MB)",
-        idle_rss as f64 / 1024.0,
-        after_rss as f64 / 1024.0
     );
 }
 

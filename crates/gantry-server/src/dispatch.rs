@@ -8,9 +8,11 @@
 //! Projects are decided side by side, each project's deliveries in the order they came: a
 //! first clone of a large repository, or a forge that does not answer, holds up only its own
 //! project (its fetches are serialized by the mirror's lock anyway), and run numbers still
-//! follow the pushes.
+//! follow the pushes. A stored push wakes its project ([`wake`]): a task of its own decides
+//! the project's pending deliveries, batch after batch, until none is left; a push that comes
+//! in meanwhile only tells that task to look once more. No webhook rescans the whole backlog.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gantry_pipeline::Event;
@@ -19,71 +21,121 @@ use serde_json::Value;
 
 use crate::state::{App, credentials};
 
-pub async fn dispatcher(app: Arc<App>) {
-    // The projects whose deliveries a task is deciding now.
-    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
-    loop {
-        match app.store.pending_deliveries().await {
-            Ok(pending) => {
-                let mut by_project: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
-                for delivery in pending {
-                    let project = delivery.project.clone().unwrap_or_default();
-                    by_project.entry(project).or_default().push(delivery);
-                }
-                for (project, deliveries) in by_project {
-                    let newly_busy = busy
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(project.clone());
-                    // Its task will look again when it is done.
-                    if !newly_busy {
-                        continue;
-                    }
-                    tokio::spawn(decide_in_order(
-                        app.clone(),
-                        busy.clone(),
-                        project,
-                        deliveries,
-                    ));
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot read pending deliveries"),
-        }
-        tokio::select! {
-            _ = app.deliveries_waiting.notified() => {}
-            _ = app.shutdown.cancelled() => return,
-        }
-    }
-}
+/// How many pending deliveries a project's task reads at a time.
+const BATCH: i64 = 256;
 
 /// How many decided outcomes wait to be written together, at most.
 const OUTCOMES_PER_WRITE: usize = 64;
 
-/// Decides one project's deliveries, oldest first, then has the dispatcher look again for
-/// deliveries that came in meanwhile (unless an outcome could not be stored: then the next
-/// webhook retries, rather than a loop against a failing database).
+/// The projects whose deliveries a task is deciding, each with whether more came in since the
+/// task last looked. `None`: deliveries of no project.
+#[derive(Default)]
+pub struct Dispatch {
+    busy: Mutex<HashMap<Option<String>, bool>>,
+}
+
+impl Dispatch {
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashMap<Option<String>, bool>> {
+        self.busy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// At start: wakes every project with deliveries left undecided by a crash.
+pub async fn recover(app: Arc<App>) {
+    match app.store.pending_deliveries().await {
+        Ok(pending) => {
+            let mut projects: Vec<Option<String>> =
+                pending.into_iter().map(|d| d.project).collect();
+            projects.sort();
+            projects.dedup();
+            for project in projects {
+                wake(&app, project.as_deref());
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read pending deliveries"),
+    }
+}
+
+/// A delivery of `project` was stored: decide it, now or right after what its project's task
+/// is deciding.
+pub fn wake(app: &Arc<App>, project: Option<&str>) {
+    let project = project.map(str::to_owned);
+    let mut busy = app.dispatch.busy();
+    match busy.get_mut(&project) {
+        Some(more) => *more = true,
+        None => {
+            busy.insert(project.clone(), false);
+            tokio::spawn(decide_project(app.clone(), project));
+        }
+    }
+}
+
+/// Decides a project's pending deliveries, oldest first, until none is left. Stops early when
+/// the database fails (the project's next delivery tries again, rather than a loop against a
+/// failing database) or the server shuts down (the restart picks them up).
 ///
 /// Outcomes are written in batches (one transaction, one fsync, where one each took the writer
 /// from incoming webhooks): at most 64, and at once when a run was made or the batch is done.
 /// An outcome lost to a crash costs nothing: its delivery is decided again after the restart,
 /// to the same answer, and one that made a run finds that run instead of making another.
-async fn decide_in_order(
-    app: Arc<App>,
-    busy: Arc<Mutex<HashSet<String>>>,
-    project: String,
-    deliveries: Vec<Delivery>,
-) {
-    // Frees the project even if deciding panics, so that its next delivery is not stuck.
-    struct Busy(Arc<Mutex<HashSet<String>>>, String);
-    impl Drop for Busy {
+async fn decide_project(app: Arc<App>, project: Option<String>) {
+    // Frees the project however this ends (a panic included), so that its next delivery
+    // starts a task again.
+    struct Busy<'a> {
+        app: &'a App,
+        project: &'a Option<String>,
+        armed: bool,
+    }
+    impl Drop for Busy<'_> {
         fn drop(&mut self) {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&self.1);
+            if self.armed {
+                self.app.dispatch.busy().remove(self.project);
+            }
         }
     }
-    let busy = Busy(busy, project);
+    let mut busy = Busy {
+        app: &app,
+        project: &project,
+        armed: true,
+    };
+    loop {
+        if app.shutdown.is_cancelled() {
+            return;
+        }
+        let pending = match app
+            .store
+            .pending_deliveries_of(project.as_deref(), BATCH)
+            .await
+        {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::error!(project = ?project, error = %e, "cannot read pending deliveries");
+                return;
+            }
+        };
+        if pending.is_empty() {
+            // Done, unless a delivery came in after that read: then look once more.
+            let mut projects = app.dispatch.busy();
+            match projects.get_mut(&project) {
+                Some(more) if *more => *more = false,
+                _ => {
+                    // Under the lock, so that a delivery stored from now on starts a new task.
+                    projects.remove(&project);
+                    busy.armed = false;
+                    return;
+                }
+            }
+            continue;
+        }
+        if !decide_in_order(&app, pending).await {
+            return;
+        }
+    }
+}
+
+/// Decides `deliveries` in order and records their outcomes; false when some could not be
+/// stored.
+async fn decide_in_order(app: &Arc<App>, deliveries: Vec<Delivery>) -> bool {
     let mut all_recorded = true;
     let mut decided = Vec::new();
     for delivery in deliveries {
@@ -91,18 +143,14 @@ async fn decide_in_order(
             break;
         }
         let id = delivery.id;
-        let (outcome, run_id) = decide(&app, delivery).await;
+        let (outcome, run_id) = decide(app, delivery).await;
         tracing::info!(delivery = id, outcome = %outcome, "delivery processed");
         decided.push((id, outcome, run_id));
         if run_id.is_some() || decided.len() >= OUTCOMES_PER_WRITE {
-            all_recorded &= record(&app, &mut decided).await;
+            all_recorded &= record(app, &mut decided).await;
         }
     }
-    all_recorded &= record(&app, &mut decided).await;
-    drop(busy);
-    if all_recorded {
-        app.deliveries_waiting.notify_one();
-    }
+    all_recorded & record(app, &mut decided).await
 }
 
 /// Writes the outcomes decided so far; false (and logged) when they could not be stored.

@@ -113,7 +113,7 @@ impl Server {
             addr: listen,
             source,
         })?;
-        tokio::spawn(dispatch::dispatcher(app.clone()));
+        tokio::spawn(dispatch::recover(app.clone()));
         tokio::spawn(runner::runner(app.clone()));
         tokio::spawn(metrics::upkeep(app.clone()));
         Ok(Server {

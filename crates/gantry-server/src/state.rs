@@ -20,8 +20,8 @@ pub struct App {
     /// data directory, so servers sharing a Docker engine leave each other alone.
     pub owner: String,
     docker: tokio::sync::Mutex<Option<gantry_docker::Docker>>,
-    /// Wakes the dispatcher when a delivery was stored.
-    pub deliveries_waiting: Notify,
+    /// Which projects' deliveries are being decided (`dispatch`).
+    pub dispatch: crate::dispatch::Dispatch,
     /// Wakes the runner when a run was queued or one finished.
     pub runs_waiting: Notify,
     pub running: AtomicUsize,
@@ -52,7 +52,7 @@ impl App {
             secret_key,
             owner,
             docker: tokio::sync::Mutex::new(None),
-            deliveries_waiting: Notify::new(),
+            dispatch: crate::dispatch::Dispatch::default(),
             runs_waiting: Notify::new(),
             running: AtomicUsize::new(0),
             cancels: Mutex::new(HashMap::new()),

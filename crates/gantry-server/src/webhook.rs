@@ -127,7 +127,7 @@ async fn receive(
     let delivery = inserted.delivery().clone();
     if let DeliveryInsert::Inserted(d) = &inserted {
         match event.as_str() {
-            "push" => app.deliveries_waiting.notify_one(),
+            "push" => crate::dispatch::wake(&app, Some(repository)),
             "ping" => {
                 app.store
                     .set_delivery_outcome(d.id, "ping: pong", None)

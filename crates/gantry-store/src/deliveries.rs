@@ -79,6 +79,26 @@ impl Store {
         tx.commit().await.context(action)
     }
 
+    /// One project's undecided deliveries (`None`: those of no project), oldest first, at most
+    /// `limit`.
+    pub async fn pending_deliveries_of(
+        &self,
+        project: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE outcome IS NULL AND project IS ? ORDER BY id LIMIT ?"
+        ))
+        .bind(project)
+        .bind(limit)
+        .try_map(rows::delivery)
+        .fetch_all(&self.reader)
+        .await
+        .context(|| format!("list pending deliveries of project {project:?}"))
+    }
+
     /// Deliveries whose outcome is not decided yet, oldest first: the ones to process again after
     /// a crash.
     pub async fn pending_deliveries(&self) -> Result<Vec<Delivery>> {

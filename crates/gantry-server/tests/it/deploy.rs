@@ -736,9 +736,10 @@ projects:
       - { name: PYPI_TOKEN, value: pypi-s3cret }
       - { name: SIGNING_KEY, value: signing-s3cret }
   - name: demo/frontend
-    cloneUrl: https://github.com/demo/frontend.git
+    cloneUrl: git@github.com:demo/frontend.git
     webhookSecret: hook2-s3cret
     pipeline: ci/.gantry.yml
+    sshSecret: frontend-ssh
 registries:
   - { name: nexus, kind: nexus, address: "nexus.example.com:8083", username: ci, password: nexus-s3cret }
   - { name: ghcr, kind: ghcr, username: bot, password: ghcr-s3cret }
@@ -769,9 +770,12 @@ git_token = "${GANTRY_PROJECT_0_GIT_TOKEN}"
 
 [[project]]
 name = "demo/frontend"
-clone_url = "https://github.com/demo/frontend.git"
+clone_url = "git@github.com:demo/frontend.git"
 pipeline = "ci/.gantry.yml"
 webhook_secret = "${GANTRY_PROJECT_1_WEBHOOK_SECRET}"
+# The Secret sshSecret, mounted by the StatefulSet.
+ssh_key = "/etc/gantry-ssh/1/ssh-privatekey"
+known_hosts = "/etc/gantry-ssh/1/known_hosts"
 
 [[registry]]
 name = "nexus"
@@ -897,6 +901,34 @@ context = "prod-admin"
                 .as_path()
         )
     );
+
+    // The SSH project: its Secret's two keys, where gantry.toml looks for them.
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "frontend-ssh")
+        .expect("a volume of the deploy key's Secret");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the deploy key's volume is mounted");
+    let dir = Path::new(mount["mountPath"].as_str().expect("a path"));
+    let items = volume["secret"]["items"].as_array().expect("items");
+    let files: Vec<std::path::PathBuf> = items
+        .iter()
+        .map(|item| dir.join(item["path"].as_str().expect("a path")))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            frontend.ssh_key.clone().expect("ssh_key"),
+            frontend.known_hosts.clone().expect("known_hosts")
+        ]
+    );
+    assert!(backend.ssh_key.is_none() && backend.known_hosts.is_none());
 }
 
 #[test]

@@ -120,24 +120,8 @@ impl Store {
         outcome: &str,
         run_id: Option<i64>,
     ) -> Result<()> {
-        let done = sqlx::query("UPDATE deliveries SET outcome = ?, run_id = ? WHERE id = ?")
-            .bind(outcome)
-            .bind(run_id)
-            .bind(id)
-            .execute(&self.writer)
+        self.set_delivery_outcomes(&[(id, outcome.to_owned(), run_id)])
             .await
-            .context(|| format!("set the outcome of delivery {id}"))
-            .map_err(|error| match run_id {
-                Some(run_id) => run_must_exist(run_id)(error),
-                None => error,
-            })?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound {
-                what: "delivery",
-                id,
-            });
-        }
-        Ok(())
     }
 
     /// The latest `limit` deliveries, newest first.

@@ -119,7 +119,29 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
         bail!(e);
     }
     let dir = std::env::current_dir().context("cannot read the current directory")?;
-    let head = gantry_git::local_head(&dir);
+    // The working tree's git facts and its tar, read while the engine is reached and swept of
+    // what crashed runs left: the first libgit2 call alone loads OpenSSL's CA bundle (~40 ms).
+    let local = {
+        let tree = dir.clone();
+        let whole = args.no_gitignore;
+        tokio::task::spawn_blocking(move || {
+            let head = gantry_git::local_head(&tree);
+            let origin = gantry_git::origin_url(&tree);
+            (head, origin, pack_tree(&tree, whole))
+        })
+    };
+
+    let env = |name: &str| std::env::var(name).ok();
+    let config = gantry_config::load(args.config.as_deref(), &env)
+        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let docker = gantry_docker::Docker::connect().await?;
+    remove_dead_leftovers(&docker).await;
+    let (head, origin, packed) = local.await?;
+    let (archive, left_out) =
+        packed.with_context(|| format!("cannot read the working tree {}", dir.display()))?;
+    if !left_out.is_empty() {
+        eprintln!("{}", left_out_note(&left_out));
+    }
     let repo = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -135,27 +157,6 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
         run_number: 1,
         // The repository, as the server's GANTRY_REPO is its project: here the directory.
         repo,
-    };
-
-    let env = |name: &str| std::env::var(name).ok();
-    let config = gantry_config::load(args.config.as_deref(), &env)
-        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
-    let docker = gantry_docker::Docker::connect().await?;
-    let archive = {
-        let tree = dir.clone();
-        let whole = args.no_gitignore;
-        // Packing the tree and sweeping what crashed runs left overlap: one reads files, the
-        // other waits on the engine.
-        let (packed, ()) = tokio::join!(
-            tokio::task::spawn_blocking(move || pack_tree(&tree, whole)),
-            remove_dead_leftovers(&docker)
-        );
-        let (archive, left_out) =
-            packed?.with_context(|| format!("cannot read the working tree {}", dir.display()))?;
-        if !left_out.is_empty() {
-            eprintln!("{}", left_out_note(&left_out));
-        }
-        archive
     };
 
     let cancel = CancellationToken::new();
@@ -188,7 +189,7 @@ async fn run(args: RunArgs) -> anyhow::Result<RunStatus> {
         deployer: Arc::new(gantry_server::kube_deployer(&config)),
         // Where the image's source lives: the origin remote (as the server gives the clone
         // URL), else the directory.
-        source_url: gantry_git::origin_url(&dir).unwrap_or_else(|| dir.display().to_string()),
+        source_url: origin.unwrap_or_else(|| dir.display().to_string()),
     };
     let (tx, mut rx) = mpsc::channel(1024);
     let engine = tokio::spawn(gantry_engine::execute(Arc::new(docker), plan, tx, cancel));

@@ -252,7 +252,7 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, work: &Path, clone_url: &str) -> Server {
-        let port = free_port();
+        let port = gantry_testkit::free_port();
         let config = work.join("gantry.toml");
         std::fs::write(
             &config,
@@ -375,11 +375,4 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }

@@ -11,13 +11,15 @@
 //! missing registry is a failure.
 
 use std::fs::{self, File};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tempfile::TempDir;
+
+use crate::{free_port, on_path};
 
 const BINARY: &str = "docker-registry";
 const STARTUP: Duration = Duration::from_secs(15);
@@ -290,19 +292,6 @@ http:
         ));
     }
     config
-}
-
-/// A free port on 127.0.0.1 (free when asked; the registry binds it right after).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free port on 127.0.0.1")
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// `127.0.0.1 - - [10/May/2026:12:00:00 +0000] "GET /v2/ HTTP/1.1" 401 87 "" "docker/20.10"`

@@ -6,12 +6,14 @@
 //! the test with a note, except under `CI=true`, where a missing sshd is a failure.
 
 use std::fs;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::{free_port, on_path};
 
 const SSHD: &str = "/usr/sbin/sshd";
 const STARTUP: Duration = Duration::from_secs(15);
@@ -201,16 +203,4 @@ fn keygen(path: &Path) {
 fn current_user() -> String {
     let output = Command::new("id").arg("-un").output().expect("run id -un");
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free port on 127.0.0.1")
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -17,6 +17,15 @@ fn ssh(key: PathBuf, known_hosts: &Path) -> Credentials {
     }
 }
 
+/// Fetches `main` from `url` into a fresh mirror with `key` and `known_hosts`; the error it
+/// fails with.
+fn fetch_error(url: &str, key: PathBuf, known_hosts: &Path) -> Error {
+    let (_dir, mirror) = new_mirror();
+    mirror
+        .fetch(url, &ssh(key, known_hosts), Some("refs/heads/main"), None)
+        .unwrap_err()
+}
+
 /// A repository with two commits served by a fresh sshd, and a directory for known_hosts files.
 fn setup() -> Option<(tempfile::TempDir, Sshd, String, String)> {
     let sshd = Sshd::start_or_skip()?;
@@ -68,16 +77,8 @@ fn an_unknown_host_is_refused_before_any_key_is_offered() {
     };
     let known_hosts = root.path().join("known_hosts");
     std::fs::write(&known_hosts, "").unwrap();
-    let (_dir, mirror) = new_mirror();
 
-    let err = mirror
-        .fetch(
-            &url,
-            &ssh(sshd.client_key(), &known_hosts),
-            Some("refs/heads/main"),
-            None,
-        )
-        .unwrap_err();
+    let err = fetch_error(&url, sshd.client_key(), &known_hosts);
 
     assert!(matches!(err, Error::Auth { .. }), "{err:?}");
     let port = sshd.port();
@@ -108,16 +109,8 @@ fn a_changed_host_key_is_refused() {
         &format!(":{} ", sshd.port()),
     );
     std::fs::write(&known_hosts, line).unwrap();
-    let (_dir, mirror) = new_mirror();
 
-    let err = mirror
-        .fetch(
-            &url,
-            &ssh(sshd.client_key(), &known_hosts),
-            Some("refs/heads/main"),
-            None,
-        )
-        .unwrap_err();
+    let err = fetch_error(&url, sshd.client_key(), &known_hosts);
 
     assert!(
         err.to_string().ends_with(&format!(
@@ -137,16 +130,8 @@ fn a_key_the_server_does_not_accept_is_named() {
     };
     let known_hosts = root.path().join("known_hosts");
     std::fs::write(&known_hosts, sshd.known_hosts_line()).unwrap();
-    let (_dir, mirror) = new_mirror();
 
-    let err = mirror
-        .fetch(
-            &url,
-            &ssh(sshd.other_key(), &known_hosts),
-            Some("refs/heads/main"),
-            None,
-        )
-        .unwrap_err();
+    let err = fetch_error(&url, sshd.other_key(), &known_hosts);
 
     assert_eq!(
         err.to_string(),
@@ -164,16 +149,8 @@ fn an_unreadable_known_hosts_file_is_named() {
         return;
     };
     let missing = root.path().join("no-such-known_hosts");
-    let (_dir, mirror) = new_mirror();
 
-    let err = mirror
-        .fetch(
-            &url,
-            &ssh(sshd.client_key(), &missing),
-            Some("refs/heads/main"),
-            None,
-        )
-        .unwrap_err();
+    let err = fetch_error(&url, sshd.client_key(), &missing);
 
     assert!(
         err.to_string().starts_with(&format!(

@@ -1,7 +1,6 @@
 //! `/metrics`: what it counts, that `promtool` accepts it, and that a real Prometheus scraping a
 //! real server sees the runs; the alert rules pass `promtool check rules` and their unit tests.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -262,13 +261,6 @@ struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl Prometheus {
     fn start(binary: &Path, target: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -280,7 +272,7 @@ impl Prometheus {
             rules = rules.display().to_string(),
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).expect("write config");
-        let port = free_port();
+        let port = gantry_testkit::free_port();
         let base = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let child = Command::new(binary)
